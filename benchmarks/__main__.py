@@ -1,0 +1,37 @@
+"""``python -m benchmarks [replay_throughput replay_memory ...]``: run, print a table, write JSON."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from benchmarks.common import Result, print_table, write_json
+
+
+def _registry() -> dict[str, Callable[[], list[Result]]]:
+    from benchmarks import replay_server
+
+    return {
+        "replay_throughput": replay_server.throughput,
+        "replay_memory": replay_server.memory,
+    }
+
+
+def main(argv: list[str]) -> int:
+    registry = _registry()
+    names = argv or list(registry)
+    unknown = [n for n in names if n not in registry]
+    if unknown:
+        print(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(registry)}", file=sys.stderr)
+        return 2
+    results: list[Result] = []
+    for name in names:
+        got = registry[name]()
+        write_json(name, got)
+        results.extend(got)
+    print_table(results)
+    return 0 if all(r.passed is not False for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,33 @@
+"""``crypto-pipelines``: the project's command line.
+
+Sub-commands are grouped by concern (``replay ...`` today); each group lives in its own
+module so that the CLI stays a thin shell over the plain-Python cores.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+from crypto_pipelines.replay.cli import replay_app
+
+app = typer.Typer(
+    name="crypto-pipelines",
+    help="Crypto market data pipelines: replay exchange, partitions, ingestion.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.add_typer(replay_app, name="replay")
+
+
+@app.callback()
+def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,1 @@
+"""Exchange-independent market concepts: symbols, timeframes, instruments."""
