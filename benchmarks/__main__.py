@@ -22,7 +22,10 @@ def main(argv: list[str]) -> int:
     names = argv or list(registry)
     unknown = [n for n in names if n not in registry]
     if unknown:
-        print(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(registry)}", file=sys.stderr)
+        print(
+            f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(registry)}",
+            file=sys.stderr,
+        )
         return 2
     results: list[Result] = []
     for name in names:

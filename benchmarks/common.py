@@ -43,7 +43,11 @@ def write_json(name: str, results: list[Result]) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
     payload = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "results": [asdict(r) for r in results],
     }
@@ -70,7 +74,12 @@ class ServerProcess:
     def rss_mb(self) -> tuple[float, float]:
         """(current, peak) resident set of the server process, from /proc."""
         status = Path(f"/proc/{self.proc.pid}/status").read_text()
-        values = {k: float(v.split()[0]) / 1024 for k, v in (ln.split(":", 1) for ln in status.splitlines() if ln.startswith(("VmRSS", "VmHWM")))}
+        values = {
+            k: float(v.split()[0]) / 1024
+            for k, v in (
+                ln.split(":", 1) for ln in status.splitlines() if ln.startswith(("VmRSS", "VmHWM"))
+            )
+        }
         return values.get("VmRSS", 0.0), values.get("VmHWM", 0.0)
 
     def stop(self) -> None:

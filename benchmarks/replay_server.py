@@ -45,7 +45,18 @@ def write_candle_tape(root: Path, n: int, symbol_dir: str = "BTC_USDT") -> Path:
             h = np.round(np.maximum(o, c) + rng.random(m) * 3, 2)
             lw = np.round(np.minimum(o, c) - rng.random(m) * 3, 2)
             v = np.round(rng.random(m) * 10, 5)
-            lines = [f"{t},{a:.2f},{b:.2f},{d:.2f},{e:.2f},{f:.5f}\n" for t, a, b, d, e, f in zip(ts.tolist(), o.tolist(), h.tolist(), lw.tolist(), c.tolist(), v.tolist(), strict=True)]
+            lines = [
+                f"{t},{a:.2f},{b:.2f},{d:.2f},{e:.2f},{f:.5f}\n"
+                for t, a, b, d, e, f in zip(
+                    ts.tolist(),
+                    o.tolist(),
+                    h.tolist(),
+                    lw.tolist(),
+                    c.tolist(),
+                    v.tolist(),
+                    strict=True,
+                )
+            ]
             fh.writelines(lines)
     return path
 
@@ -65,7 +76,12 @@ async def _load(url: str, n_candles: int, seconds: float, concurrency: int) -> t
                 start = T0 + int(rng.integers(0, max(1, n_candles - 1000))) * MIN
                 async with session.get(
                     f"{url}/binance/api.binance.com/api/v3/klines",
-                    params={"symbol": "BTCUSDT", "interval": "1m", "startTime": str(start), "limit": "1000"},
+                    params={
+                        "symbol": "BTCUSDT",
+                        "interval": "1m",
+                        "startTime": str(start),
+                        "limit": "1000",
+                    },
                 ) as resp:
                     body = await resp.read()
                     assert resp.status == 200 and body.count(b"],[") == 999, resp.status
@@ -95,8 +111,23 @@ def throughput(n_candles: int = 1_000_000, seconds: float = 10.0) -> list[Result
             server.stop()
     rps = done / elapsed
     return [
-        Result("replay_klines", "requests/s (1,000 candles each, 1 core)", rps, "req/s", ">= 500", rps >= 500, {"requests": done, "seconds": elapsed, "MB/s": nbytes / elapsed / 1e6}),
-        Result("replay_klines", "candles/s", rps * 1000, "candles/s", ">= 500,000", rps * 1000 >= 500_000),
+        Result(
+            "replay_klines",
+            "requests/s (1,000 candles each, 1 core)",
+            rps,
+            "req/s",
+            ">= 500",
+            rps >= 500,
+            {"requests": done, "seconds": elapsed, "MB/s": nbytes / elapsed / 1e6},
+        ),
+        Result(
+            "replay_klines",
+            "candles/s",
+            rps * 1000,
+            "candles/s",
+            ">= 500,000",
+            rps * 1000 >= 500_000,
+        ),
     ]
 
 
@@ -120,6 +151,20 @@ def memory(n_candles: int = 10_000_000, requests: int = 2000) -> list[Result]:
         finally:
             server.stop()
     return [
-        Result("replay_memory", f"peak RSS serving a {n_candles:,}-candle tape", peak, "MB", "< 1024", peak < 1024, {"rss_after_load_mb": rss_loaded, "rss_after_serving_mb": rss_served, "requests": done, "tape_write_s": written, "server_start_s": load_s}),
+        Result(
+            "replay_memory",
+            f"peak RSS serving a {n_candles:,}-candle tape",
+            peak,
+            "MB",
+            "< 1024",
+            peak < 1024,
+            {
+                "rss_after_load_mb": rss_loaded,
+                "rss_after_serving_mb": rss_served,
+                "requests": done,
+                "tape_write_s": written,
+                "server_start_s": load_s,
+            },
+        ),
         Result("replay_memory", "server start (load + validate)", load_s, "s"),
     ]

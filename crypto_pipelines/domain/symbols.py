@@ -57,7 +57,9 @@ def parse_symbol(symbol: str) -> Symbol:
     """Parse ``BASE/QUOTE[:SETTLE]``; raises SymbolError naming the bad value."""
     match = _SYMBOL_RE.match(symbol)
     if not match:
-        raise SymbolError(f"not a ccxt unified symbol (BASE/QUOTE or BASE/QUOTE:SETTLE): {symbol!r}")
+        raise SymbolError(
+            f"not a ccxt unified symbol (BASE/QUOTE or BASE/QUOTE:SETTLE): {symbol!r}"
+        )
     base, quote, settle = match.groups()
     return Symbol(base, quote, settle)
 
@@ -72,8 +74,6 @@ def dir_to_symbol(name: str) -> str:
     """``BTC_USDT_USDT`` -> ``BTC/USDT:USDT``; raises SymbolError for anything else."""
     match = _DIR_RE.match(name)
     if not match:
-        raise SymbolError(
-            f"not a tape symbol folder (BASE_QUOTE or BASE_QUOTE_SETTLE): {name!r}"
-        )
+        raise SymbolError(f"not a tape symbol folder (BASE_QUOTE or BASE_QUOTE_SETTLE): {name!r}")
     base, quote, settle = match.groups()
     return Symbol(base, quote, settle).unified

@@ -54,7 +54,9 @@ class ReplayApp:
             cls = venue_classes().get(exchange_id)
             if cls is None:
                 known = ", ".join(sorted(venue_classes()))
-                raise TapeError(tape.root / exchange_id, f"unknown exchange folder (served: {known})")
+                raise TapeError(
+                    tape.root / exchange_id, f"unknown exchange folder (served: {known})"
+                )
             venue = cls(exchange_tape, self.clock)
             self.venues[exchange_id] = venue
             self.limiters[exchange_id] = Limiter(cls.ban)
@@ -104,7 +106,9 @@ class ReplayApp:
             return venue.error(ErrorKind.SERVER_ERROR, "timed out")
         if fault is Fault.RATE_LIMIT:
             self.stats.add(exchange_id, endpoint, "rate_limited")
-            return venue.error(ErrorKind.RATE_LIMIT, "rate limit exceeded (injected)", retry_after_s=1)
+            return venue.error(
+                ErrorKind.RATE_LIMIT, "rate limit exceeded (injected)", retry_after_s=1
+            )
         if fault is Fault.SERVER_ERROR:
             self.stats.add(exchange_id, endpoint, "server_errors")
             return venue.error(ErrorKind.SERVER_ERROR, "internal error (injected)")
@@ -117,8 +121,12 @@ class ReplayApp:
             extra = venue.limit_headers(request, verdict)
             if not verdict.allowed:
                 kind = ErrorKind.BANNED if verdict.banned else ErrorKind.RATE_LIMIT
-                self.stats.add(exchange_id, endpoint, "banned" if verdict.banned else "rate_limited")
-                response = venue.error(kind, "rate limit exceeded", retry_after_s=verdict.retry_after_s)
+                self.stats.add(
+                    exchange_id, endpoint, "banned" if verdict.banned else "rate_limited"
+                )
+                response = venue.error(
+                    kind, "rate limit exceeded", retry_after_s=verdict.retry_after_s
+                )
                 response.headers.update(extra)
                 return response
         response = venue.handle(request)

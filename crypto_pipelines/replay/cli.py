@@ -12,7 +12,9 @@ import typer
 from crypto_pipelines.replay.faults import FaultConfig
 from crypto_pipelines.replay.tape import Tape, TapeError
 
-replay_app = typer.Typer(help="The replay exchange: serve a tape, make one, record one.", no_args_is_help=True)
+replay_app = typer.Typer(
+    help="The replay exchange: serve a tape, make one, record one.", no_args_is_help=True
+)
 
 
 def _parse_time(value: str | None) -> int | None:
@@ -32,17 +34,27 @@ def _parse_time(value: str | None) -> int | None:
 @replay_app.command()
 def serve(
     tape: Path | None = typer.Option(None, "--tape", help="Tape folder to serve.", file_okay=False),
-    synthetic: bool = typer.Option(False, "--synthetic", help="Serve a freshly generated synthetic tape."),
+    synthetic: bool = typer.Option(
+        False, "--synthetic", help="Serve a freshly generated synthetic tape."
+    ),
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     port: int = typer.Option(0, help="Port (0 = a free port)."),
-    enforce_limits: bool = typer.Option(False, "--enforce-limits", help="Apply each exchange's real rate limits."),
-    fail_rate_limit: float = typer.Option(0.0, help="Probability of the exchange's rate-limit answer."),
+    enforce_limits: bool = typer.Option(
+        False, "--enforce-limits", help="Apply each exchange's real rate limits."
+    ),
+    fail_rate_limit: float = typer.Option(
+        0.0, help="Probability of the exchange's rate-limit answer."
+    ),
     fail_server_error: float = typer.Option(0.0, help="Probability of a 5xx answer."),
-    fail_timeout: float = typer.Option(0.0, help="Probability of hanging past the client's timeout."),
+    fail_timeout: float = typer.Option(
+        0.0, help="Probability of hanging past the client's timeout."
+    ),
     timeout_s: float = typer.Option(30.0, help="How long a timed-out request hangs."),
     latency_ms: float = typer.Option(0.0, help="Mean added latency (exponential)."),
     seed: int | None = typer.Option(None, help="Seed for faults (and the synthetic tape)."),
-    now: str | None = typer.Option(None, help="Replay clock start (ISO 8601 or ms); default: real time."),
+    now: str | None = typer.Option(
+        None, help="Replay clock start (ISO 8601 or ms); default: real time."
+    ),
     speed: float = typer.Option(1.0, help="Replay clock speed when --now is given (0 = frozen)."),
     days: int = typer.Option(3, help="Days of data for --synthetic."),
 ) -> None:
@@ -96,5 +108,7 @@ def validate(tape: Path = typer.Argument(..., file_okay=False)) -> None:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     for exchange in loaded.exchanges.values():
-        typer.echo(f"{exchange.exchange}: {len(exchange.markets)} markets, {len(exchange.symbols)} symbols with data")
+        typer.echo(
+            f"{exchange.exchange}: {len(exchange.markets)} markets, {len(exchange.symbols)} symbols with data"
+        )
     loaded.close()

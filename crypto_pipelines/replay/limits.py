@@ -81,7 +81,14 @@ class Limiter:
                     self._banned_until = now + self.ban.ban_ms
                     self._violations = 0
                     return self._refusal(now, self._banned_until, banned=True)
-                return Verdict(False, window.used, budget.capacity, budget.window_ms, reset, _ceil_s(reset - now))
+                return Verdict(
+                    False,
+                    window.used,
+                    budget.capacity,
+                    budget.window_ms,
+                    reset,
+                    _ceil_s(reset - now),
+                )
             pending.append((window, budget))
             verdict = Verdict(True, window.used + cost, budget.capacity, budget.window_ms, reset, 0)
             if binding is None or verdict.remaining < binding.remaining:

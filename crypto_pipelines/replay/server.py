@@ -59,8 +59,8 @@ def serve_forever(app: ReplayApp, sock: socket.socket) -> None:
 class ReplayServer:
     """The replay exchange in a background thread::
 
-        with ReplayServer(Tape.load(path)) as server:
-            exchange = point_ccxt_at(ccxt.binance(), server.url)
+    with ReplayServer(Tape.load(path)) as server:
+        exchange = point_ccxt_at(ccxt.binance(), server.url)
     """
 
     def __init__(

@@ -30,7 +30,9 @@ def json_type(value: Any) -> str:
     raise TypeError(type(value))
 
 
-def shape_differences(recorded: Any, replayed: Any, path: str = "$", *, allow_extra_keys: bool = True) -> list[str]:
+def shape_differences(
+    recorded: Any, replayed: Any, path: str = "$", *, allow_extra_keys: bool = True
+) -> list[str]:
     """Every place where ``replayed`` does not have ``recorded``'s shape. Missing keys and type
     mismatches are differences; extra keys in the replay are allowed unless told otherwise.
     An empty recorded list, or a recorded null, constrains nothing below it."""
@@ -49,7 +51,11 @@ def shape_differences(recorded: Any, replayed: Any, path: str = "$", *, allow_ex
             if key not in replayed:
                 out.append(f"{path}.{key}: missing in replay")
             else:
-                out.extend(shape_differences(value, replayed[key], f"{path}.{key}", allow_extra_keys=allow_extra_keys))
+                out.extend(
+                    shape_differences(
+                        value, replayed[key], f"{path}.{key}", allow_extra_keys=allow_extra_keys
+                    )
+                )
         if not allow_extra_keys:
             out.extend(f"{path}.{key}: not in recording" for key in replayed if key not in recorded)
     elif isinstance(recorded, list) and recorded and replayed:
@@ -57,7 +63,11 @@ def shape_differences(recorded: Any, replayed: Any, path: str = "$", *, allow_ex
         # so items past the recording's length are held to its last item.
         for index, item in enumerate(replayed[:50]):
             template = recorded[min(index, len(recorded) - 1)]
-            out.extend(shape_differences(template, item, f"{path}[{index}]", allow_extra_keys=allow_extra_keys))
+            out.extend(
+                shape_differences(
+                    template, item, f"{path}[{index}]", allow_extra_keys=allow_extra_keys
+                )
+            )
     return out
 
 
@@ -71,5 +81,7 @@ def _numeric_text(value: str) -> bool:
 
 def recorded_responses(exchange: str) -> dict[str, list[dict[str, Any]]]:
     """``methods`` of the ccxt static response extract for ``exchange`` (skips without ../shared)."""
-    path: Path = require_shared(CCXT_STATIC / f"ccxt_static_response_{exchange}__marketdata_extract.json")
+    path: Path = require_shared(
+        CCXT_STATIC / f"ccxt_static_response_{exchange}__marketdata_extract.json"
+    )
     return json.loads(path.read_text())["methods"]

@@ -35,7 +35,16 @@ def _candles(n: int, skip: set[int]) -> list[tuple[int, str, str, str, str, str]
         if i in skip:
             continue
         base = 42000 + (i % 97) - (i % 13) * 0.5
-        rows.append((T0 + i * MIN, f"{base:.2f}", f"{base + 3.25:.2f}", f"{base - 2.5:.2f}", f"{base + 1.01:.2f}", f"{(i % 17) * 0.125 + 0.001:.3f}"))
+        rows.append(
+            (
+                T0 + i * MIN,
+                f"{base:.2f}",
+                f"{base + 3.25:.2f}",
+                f"{base - 2.5:.2f}",
+                f"{base + 1.01:.2f}",
+                f"{(i % 17) * 0.125 + 0.001:.3f}",
+            )
+        )
     return rows
 
 
@@ -44,25 +53,61 @@ def tape_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("binance-tape")
     n = DAYS * 1440
     write_ohlcv(root, "binance", "BTC/USDT", "1m", _candles(n, MISSING))
-    write_ohlcv(root, "binance", "BTC/USDT", "1h", [(T0 + h * 3_600_000, "42000.00", "42100.00", "41900.00", "42050.00", "12.5") for h in range(DAYS * 24)])
+    write_ohlcv(
+        root,
+        "binance",
+        "BTC/USDT",
+        "1h",
+        [
+            (T0 + h * 3_600_000, "42000.00", "42100.00", "41900.00", "42050.00", "12.5")
+            for h in range(DAYS * 24)
+        ],
+    )
     write_ohlcv(root, "binance", "BTC/USDT:USDT", "1m", _candles(n, set()))
     write_trades(
         root,
         "binance",
         "BTC/USDT",
-        [(T0 + i * 7_000, 1000 + i, "buy" if i % 3 else "sell", f"{42000 + i % 50}.5", f"0.{i % 9 + 1:03d}") for i in range(5000)],
+        [
+            (
+                T0 + i * 7_000,
+                1000 + i,
+                "buy" if i % 3 else "sell",
+                f"{42000 + i % 50}.5",
+                f"0.{i % 9 + 1:03d}",
+            )
+            for i in range(5000)
+        ],
     )
-    write_funding(root, "binance", "BTC/USDT:USDT", [(T0 + k * 8 * 3_600_000, f"0.000{k % 9 + 1}") for k in range(DAYS * 3)])
+    write_funding(
+        root,
+        "binance",
+        "BTC/USDT:USDT",
+        [(T0 + k * 8 * 3_600_000, f"0.000{k % 9 + 1}") for k in range(DAYS * 3)],
+    )
     write_book(
         root,
         "binance",
         "BTC/USDT",
         [
-            BookSnapshot(T0 + k * 60_000, [(f"{42000 - j}.5", f"{j + 1}.25") for j in range(30)], [(f"{42001 + j}.5", f"{j + 2}.5") for j in range(30)])
+            BookSnapshot(
+                T0 + k * 60_000,
+                [(f"{42000 - j}.5", f"{j + 1}.25") for j in range(30)],
+                [(f"{42001 + j}.5", f"{j + 2}.5") for j in range(30)],
+            )
             for k in range(10)
         ],
     )
-    write_ohlcv(root, "binance", "BTC/USD:BTC", "1h", [(T0 + h * 3_600_000, "42000.0", "42100.0", "41900.0", "42050.0", "300") for h in range(24)])
+    write_ohlcv(
+        root,
+        "binance",
+        "BTC/USD:BTC",
+        "1h",
+        [
+            (T0 + h * 3_600_000, "42000.0", "42100.0", "41900.0", "42050.0", "300")
+            for h in range(24)
+        ],
+    )
     write_markets(
         root,
         "binance",
@@ -91,7 +136,9 @@ def server(tape: Tape) -> Iterator[ReplayServer]:
 
 
 def client(server: ReplayServer, exchange_id: str = "binance", **config: object) -> ccxt.Exchange:
-    return point_ccxt_at(getattr(ccxt, exchange_id)({"enableRateLimit": False, **config}), server.url)
+    return point_ccxt_at(
+        getattr(ccxt, exchange_id)({"enableRateLimit": False, **config}), server.url
+    )
 
 
 def tape_candles(tape: Tape, symbol: str, timeframe: str) -> list[list[float]]:
@@ -103,9 +150,24 @@ def test_load_markets_spot_linear_and_inverse(server: ReplayServer) -> None:
     ex = client(server)
     markets = ex.load_markets()
     spot, linear, inverse = markets["BTC/USDT"], markets["BTC/USDT:USDT"], markets["BTC/USD:BTC"]
-    assert (spot["type"], spot["spot"], spot["precision"]["price"], spot["precision"]["amount"]) == ("spot", True, 0.01, 0.00001)
-    assert (linear["type"], linear["linear"], linear["settle"], linear["contractSize"]) == ("swap", True, "USDT", 1.0)
-    assert (inverse["type"], inverse["inverse"], inverse["settle"], inverse["contractSize"]) == ("swap", True, "BTC", 100.0)
+    assert (
+        spot["type"],
+        spot["spot"],
+        spot["precision"]["price"],
+        spot["precision"]["amount"],
+    ) == ("spot", True, 0.01, 0.00001)
+    assert (linear["type"], linear["linear"], linear["settle"], linear["contractSize"]) == (
+        "swap",
+        True,
+        "USDT",
+        1.0,
+    )
+    assert (inverse["type"], inverse["inverse"], inverse["settle"], inverse["contractSize"]) == (
+        "swap",
+        True,
+        "BTC",
+        100.0,
+    )
     assert linear["precision"]["price"] == 0.1 and linear["limits"]["amount"]["min"] == 0.001
     assert set(markets) == {"BTC/USDT", "BTC/USDT:USDT", "BTC/USD:BTC"}
 
@@ -127,7 +189,12 @@ def test_ohlcv_without_since_returns_newest_up_to_now(server: ReplayServer, tape
 def test_ohlcv_paginate_over_three_days(server: ReplayServer, tape: Tape) -> None:
     ex = client(server)
     until = T0 + DAYS * 1440 * MIN
-    got = ex.fetch_ohlcv("BTC/USDT", "1m", since=T0, params={"paginate": True, "until": until - 1, "paginationCalls": 10})
+    got = ex.fetch_ohlcv(
+        "BTC/USDT",
+        "1m",
+        since=T0,
+        params={"paginate": True, "until": until - 1, "paginationCalls": 10},
+    )
     assert got == tape_candles(tape, "BTC/USDT", "1m")
     assert len(got) == DAYS * 1440 - len(MISSING)
 
@@ -135,10 +202,15 @@ def test_ohlcv_paginate_over_three_days(server: ReplayServer, tape: Tape) -> Non
 def test_ohlcv_swap_serves_1500_per_request(server: ReplayServer, tape: Tape) -> None:
     ex = client(server)
     ex.load_markets()
-    raw = ex.fapipublic_get_klines({"symbol": "BTCUSDT", "interval": "1m", "startTime": T0, "limit": 5000})
+    raw = ex.fapipublic_get_klines(
+        {"symbol": "BTCUSDT", "interval": "1m", "startTime": T0, "limit": 5000}
+    )
     assert len(raw) == 1500  # fapi's cap (spot: 1000); ccxt itself asks for at most 1000
     assert [r[0] for r in raw] == [c[0] for c in tape_candles(tape, "BTC/USDT:USDT", "1m")[:1500]]
-    assert ex.fetch_ohlcv("BTC/USDT:USDT", "1m", since=T0, limit=1000) == tape_candles(tape, "BTC/USDT:USDT", "1m")[:1000]
+    assert (
+        ex.fetch_ohlcv("BTC/USDT:USDT", "1m", since=T0, limit=1000)
+        == tape_candles(tape, "BTC/USDT:USDT", "1m")[:1000]
+    )
 
 
 def test_trades_many_pages_by_id(server: ReplayServer, tape: Tape) -> None:
@@ -193,8 +265,12 @@ def test_funding_rate_history_paginates(server: ReplayServer, tape: Tape) -> Non
     got = ex.fetch_funding_rate_history("BTC/USDT:USDT", since=T0, limit=4)
     funding = tape.exchanges["binance"].symbols["BTC/USDT:USDT"].funding
     assert funding is not None
-    assert [(r["timestamp"], r["fundingRate"]) for r in got] == [(f.ts, float(f.rate)) for f in funding.rows(0, 4)]
-    everything = ex.fetch_funding_rate_history("BTC/USDT:USDT", since=T0, params={"paginate": True, "until": T0 + DAYS * 86_400_000})
+    assert [(r["timestamp"], r["fundingRate"]) for r in got] == [
+        (f.ts, float(f.rate)) for f in funding.rows(0, 4)
+    ]
+    everything = ex.fetch_funding_rate_history(
+        "BTC/USDT:USDT", since=T0, params={"paginate": True, "until": T0 + DAYS * 86_400_000}
+    )
     assert [r["timestamp"] for r in everything] == funding.file.ts.tolist()
 
 
@@ -240,7 +316,9 @@ async def test_async_client_reads_the_same(server: ReplayServer, tape: Tape) -> 
         (FaultConfig(timeout=1.0, timeout_s=3.0), ccxt.RequestTimeout),
     ],
 )
-def test_injected_faults_reach_ccxt_as_the_exchange_errors(tape: Tape, faults: FaultConfig, error: type[Exception]) -> None:
+def test_injected_faults_reach_ccxt_as_the_exchange_errors(
+    tape: Tape, faults: FaultConfig, error: type[Exception]
+) -> None:
     with ReplayServer(tape) as srv:
         ex = client(srv, timeout=1000)
         ex.load_markets()
@@ -248,7 +326,11 @@ def test_injected_faults_reach_ccxt_as_the_exchange_errors(tape: Tape, faults: F
         with pytest.raises(error):
             ex.fetch_ohlcv("BTC/USDT", "1m", since=T0, limit=5)
         stats = _get_json(srv.url + "/_replay/stats")
-    counter = {ccxt.DDoSProtection: "rate_limited", ccxt.ExchangeNotAvailable: "server_errors", ccxt.RequestTimeout: "timeouts"}[error]
+    counter = {
+        ccxt.DDoSProtection: "rate_limited",
+        ccxt.ExchangeNotAvailable: "server_errors",
+        ccxt.RequestTimeout: "timeouts",
+    }[error]
     assert stats["exchanges"]["binance"]["/api/v3/klines"][counter] >= 1
 
 
@@ -281,12 +363,20 @@ def test_responses_have_the_recorded_shapes(server: ReplayServer) -> None:
     ex = client(server)
     ex.load_markets()
     replayed = {
-        ("fetchOHLCV", "BTC/USDT"): ex.public_get_klines({"symbol": "BTCUSDT", "interval": "1m", "limit": 3}),
-        ("fetchOHLCV", "BTC/USDT:USDT"): ex.fapipublic_get_klines({"symbol": "BTCUSDT", "interval": "1m", "limit": 3}),
+        ("fetchOHLCV", "BTC/USDT"): ex.public_get_klines(
+            {"symbol": "BTCUSDT", "interval": "1m", "limit": 3}
+        ),
+        ("fetchOHLCV", "BTC/USDT:USDT"): ex.fapipublic_get_klines(
+            {"symbol": "BTCUSDT", "interval": "1m", "limit": 3}
+        ),
         ("fetchOrderBook", "BTC/USDT"): ex.public_get_depth({"symbol": "BTCUSDT", "limit": 5}),
-        ("fetchOrderBook", "BTC/USDT:USDT"): ex.fapipublic_get_depth({"symbol": "BTCUSDT", "limit": 5}),
+        ("fetchOrderBook", "BTC/USDT:USDT"): ex.fapipublic_get_depth(
+            {"symbol": "BTCUSDT", "limit": 5}
+        ),
         ("fetchTicker", "BTC/USDT"): ex.public_get_ticker_24hr({"symbol": "BTCUSDT"}),
-        ("fetchTrades", "BTC/USDT"): ex.public_get_aggtrades({"symbol": "BTCUSDT", "fromId": 1000, "limit": 2}),
+        ("fetchTrades", "BTC/USDT"): ex.public_get_aggtrades(
+            {"symbol": "BTCUSDT", "fromId": 1000, "limit": 2}
+        ),
     }
     compared = 0
     for (method, symbol), response in replayed.items():
@@ -307,8 +397,15 @@ def test_real_tapes_round_trip(real_tape_dir: Path) -> None:
             ex.load_markets()
             for symbol, series in tape.exchanges["binance"].symbols.items():
                 for timeframe, candles in series.ohlcv.items():
-                    expected = [[c.ts, *(float(v) for v in c[1:])] for c in candles.rows(0, len(candles))]
-                    got = ex.fetch_ohlcv(symbol, timeframe, since=candles.first_ts, params={"paginate": True, "until": candles.last_ts})
+                    expected = [
+                        [c.ts, *(float(v) for v in c[1:])] for c in candles.rows(0, len(candles))
+                    ]
+                    got = ex.fetch_ohlcv(
+                        symbol,
+                        timeframe,
+                        since=candles.first_ts,
+                        params={"paginate": True, "until": candles.last_ts},
+                    )
                     assert _same(got, expected), f"{symbol} {timeframe}"
                 if series.trades is not None:
                     rows = series.trades.rows(0, len(series.trades))
@@ -327,7 +424,8 @@ def test_real_tapes_round_trip(real_tape_dir: Path) -> None:
 def _same(got: list[list[float]], expected: list[list[float]]) -> bool:
     """Equal rows, NaN (unknown volume) equal to NaN."""
     return len(got) == len(expected) and all(
-        all(a == b or (a != a and b != b) for a, b in zip(g, e, strict=True)) for g, e in zip(got, expected, strict=True)
+        all(a == b or (a != a and b != b) for a, b in zip(g, e, strict=True))
+        for g, e in zip(got, expected, strict=True)
     )
 
 

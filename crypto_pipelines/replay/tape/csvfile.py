@@ -19,7 +19,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -28,7 +28,7 @@ import pandas as pd
 from crypto_pipelines.replay.tape.errors import TapeError
 
 _CHUNK_ROWS = 250_000
-_NEWLINE_SCAN_BYTES = 64 << 20
+_SCAN_BYTES = 16 << 20
 # Number shapes a float parser accepts but a JSON number (and the tape format) does not.
 _BAD_NUMBER = re.compile(rb"(?:^|,)[+.]|\.(?:,|\r?$)|[ \t]", re.M)
 
@@ -104,10 +104,9 @@ class CsvFile:
 
     # -- loading ---------------------------------------------------------------------------
     def _index(self) -> tuple[Int64Array, Int64Array]:
-        mm = self._mm
-        size = len(mm)
-        first_nl = mm.find(b"\n")
-        header_line = mm[: first_nl if first_nl >= 0 else size]
+        size = len(self._mm)
+        first_nl = self._mm.find(b"\n", 0, 1 << 16)
+        header_line = self._mm[: first_nl if first_nl >= 0 else min(size, 1 << 16)]
         if header_line.endswith(b"\r"):
             self._crlf = True
             header_line = header_line[:-1]
@@ -116,50 +115,133 @@ class CsvFile:
         if got != expected:
             raise TapeError(self.path, f"header must be {expected!r}, found {got!r}", 1)
         data_start = size if first_nl < 0 else first_nl + 1
-        starts = _line_starts(mm, data_start, size)
-        n_rows = len(starts) - 1
-        bad = _BAD_NUMBER.search(mm, data_start) if n_rows else None
-        if bad is not None:
-            row = int(np.searchsorted(starts, bad.start() + 1, side="right")) - 1
-            raise TapeError(self.path, f"not a decimal number: {self._line_text(starts, row)!r}", row + 2)
-        ts = np.empty(n_rows, dtype=np.int64)
-        self._parse(ts, starts)
+        starts = self._starts = self._scan(data_start, size)
+        ts = np.empty(len(starts) - 1, dtype=np.int64)
+        self._parse(ts)
         self._check_order(ts)
-        # Validation touched every page; let them go so resident memory follows what is served.
-        if hasattr(mmap, "MADV_DONTNEED"):
-            mm.madvise(mmap.MADV_DONTNEED)
         return ts, starts
 
-    def _line_text(self, starts: Int64Array, row: int) -> str:
-        return self._mm[int(starts[row]) : int(starts[row + 1]) - 1].decode("utf-8", "replace").rstrip("\r")
+    def _scan(self, data_start: int, size: int) -> Int64Array:
+        """Line offsets plus a shape check of every number, in one streaming pass of plain
+        reads: a memory-mapped scan would leave the whole file resident."""
+        parts: list[Int64Array] = [np.array([data_start], dtype=np.int64)]
+        carry = b""
+        pos = data_start
+        self._file.seek(data_start)
+        while True:
+            block = self._file.read(_SCAN_BYTES)
+            buf = carry + block
+            last_nl = buf.rfind(b"\n")
+            if not block:
+                complete, carry = buf, b""
+            elif last_nl < 0:
+                carry = buf
+                pos += len(block)
+                continue
+            else:
+                complete, carry = buf[: last_nl + 1], buf[last_nl + 1 :]
+            base = pos - (len(buf) - len(block))
+            newlines = np.flatnonzero(np.frombuffer(complete, dtype=np.uint8) == 10)
+            parts.append(newlines.astype(np.int64) + base + 1)
+            bad = _BAD_NUMBER.search(complete)
+            if bad is not None:
+                line_start = complete.rfind(b"\n", 0, bad.start()) + 1
+                line_end = complete.find(b"\n", bad.start())
+                text = complete[line_start : line_end if line_end >= 0 else len(complete)]
+                row = int(sum(len(p) for p in parts[1:-1])) + int(
+                    np.searchsorted(newlines, bad.start())
+                )
+                raise TapeError(
+                    self.path,
+                    f"not a decimal number: {text.decode('utf-8', 'replace').rstrip()!r}",
+                    row + 2,
+                )
+            if not block:
+                break
+            pos += len(block)
+        starts = np.concatenate(parts)
+        if starts[-1] < size:
+            starts = np.append(starts, size + 1)  # the last line has no trailing newline
+        return starts
 
-    def _parse(self, ts: Int64Array, starts: Int64Array) -> None:
-        self._file.seek(0)
-        reader = pd.read_csv(
-            self._file,
-            dtype=str,
-            keep_default_na=False,
-            na_filter=False,
-            skip_blank_lines=False,
-            quoting=csv.QUOTE_NONE,
-            chunksize=_CHUNK_ROWS,
-            engine="c",
+    def _line_text(self, starts: Int64Array, row: int) -> str:
+        return (
+            self._mm[int(starts[row]) : int(starts[row + 1]) - 1]
+            .decode("utf-8", "replace")
+            .rstrip("\r")
         )
+
+    def _reader(self, typed: bool, skip_rows: int = 0, n_rows: int | None = None) -> Any:
+        self._file.seek(0)
+        common: dict[str, Any] = {
+            "skip_blank_lines": False,
+            "quoting": csv.QUOTE_NONE,
+            "engine": "c",
+            "keep_default_na": False,
+        }
+        if skip_rows:
+            common["skiprows"] = range(1, skip_rows + 1)
+        if typed:
+            dtype: dict[str, Any] = {"ts": np.int64}
+            dtype.update({c: np.float64 for c in self._numeric})
+            dtype.update({c: str for c in self._text})
+            return pd.read_csv(
+                self._file, dtype=dtype, na_values=["nan"], chunksize=_CHUNK_ROWS, **common
+            )
+        return pd.read_csv(self._file, dtype=str, na_filter=False, nrows=n_rows, **common)
+
+    def _parse(self, ts: Int64Array) -> None:
+        """Typed C parsing chunk by chunk (fast); a chunk that fails it is re-read as text to
+        name the exact line and problem."""
+        reader = self._reader(typed=True)
         row0 = 0
         while True:
             try:
                 chunk = next(reader)
             except StopIteration:
                 break
-            except (pd.errors.ParserError, ValueError) as exc:
-                raise TapeError(self.path, f"unreadable CSV: {_parser_message(exc)}") from exc
-            self._check_frame(chunk.fillna(""), row0)
+            except (pd.errors.ParserError, ValueError, OverflowError) as exc:
+                self._explain(row0, exc)
+            self._check_typed(chunk, row0)
             ts[row0 : row0 + len(chunk)] = chunk["ts"].to_numpy(dtype=np.int64)
             row0 += len(chunk)
         if row0 != len(ts):
             raise TapeError(self.path, f"found {row0} CSV rows but {len(ts)} lines")
 
+    def _explain(self, row0: int, exc: Exception) -> None:
+        """Find and report the first bad row at or after ``row0``; never returns."""
+        try:
+            text = self._reader(typed=False, skip_rows=row0, n_rows=_CHUNK_ROWS)
+        except (pd.errors.ParserError, ValueError) as inner:
+            raise TapeError(self.path, f"unreadable CSV: {_parser_message(inner, row0)}") from exc
+        self._check_frame(text, row0)
+        raise TapeError(self.path, f"unreadable CSV near line {row0 + 2}: {exc}") from exc
+
+    def _check_typed(self, chunk: pd.DataFrame, row0: int) -> None:
+        if list(chunk.columns) != list(self.header):
+            raise TapeError(self.path, f"columns must be {list(self.header)}", 1)
+        if (chunk["ts"].to_numpy() < 0).any():
+            self._fail(
+                chunk, row0, chunk["ts"] < 0, "ts must be a non-negative integer of milliseconds"
+            )
+        for column in self._numeric:
+            values = chunk[column].to_numpy(dtype=np.float64)
+            bad = ~np.isfinite(values)
+            if column in self._unknown_ok:
+                bad &= ~np.isnan(values)
+            if bad.any():
+                self._fail(
+                    chunk, row0, pd.Series(bad), f"column {column!r} is not a decimal number"
+                )
+        for column in self._text:
+            empty = chunk[column].isna() | (chunk[column] == "")
+            if empty.any():
+                self._fail(chunk, row0, empty, f"missing value in column {column!r}")
+        if self._check_chunk is not None:
+            self._check_chunk(chunk, row0)
+
     def _check_frame(self, chunk: pd.DataFrame, row0: int) -> None:
+        chunk = chunk.fillna("")
         if list(chunk.columns) != list(self.header):
             raise TapeError(self.path, f"columns must be {list(self.header)}", 1)
         for column in ("ts", *self._numeric):
@@ -228,21 +310,7 @@ def _map(file: IO[bytes], path: Path) -> mmap.mmap:
     return mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
 
 
-def _line_starts(mm: mmap.mmap, data_start: int, size: int) -> Int64Array:
-    """Byte offset of each data line, plus a sentinel one past the last line's newline."""
-    parts: list[Int64Array] = [np.array([data_start], dtype=np.int64)]
-    buf = np.frombuffer(mm, dtype=np.uint8)
-    for lo in range(data_start, size, _NEWLINE_SCAN_BYTES):
-        hi = min(size, lo + _NEWLINE_SCAN_BYTES)
-        parts.append(np.flatnonzero(buf[lo:hi] == 10).astype(np.int64) + lo + 1)
-    del buf
-    starts = np.concatenate(parts)
-    if starts[-1] < size:
-        starts = np.append(starts, size + 1)  # the last line has no trailing newline
-    return starts
-
-
-def _parser_message(exc: Exception) -> str:
+def _parser_message(exc: Exception, row0: int) -> str:
+    """pandas names lines relative to what it read; shift them back to the file's lines."""
     text = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-    match = re.search(r"line (\d+)", text)
-    return f"line {match.group(1)}: {text}" if match else text
+    return re.sub(r"line (\d+)", lambda m: f"line {int(m.group(1)) + row0}", text)

@@ -87,7 +87,9 @@ def read_markets_json(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def _positive_decimal(path: Path, where: str, value: object) -> str:
-    text = str(value) if isinstance(value, int | float | str) and not isinstance(value, bool) else ""
+    text = (
+        str(value) if isinstance(value, int | float | str) and not isinstance(value, bool) else ""
+    )
     try:
         number = Decimal(text)
     except InvalidOperation:

@@ -95,7 +95,9 @@ class CandleSeries(_Series):
         except TimeframeError as exc:
             raise TapeError(path, str(exc)) from exc
         self.timeframe = timeframe
-        super().__init__(CsvFile(path, OHLCV_HEADER, numeric=OHLCV_HEADER[1:], unknown_ok=("volume",)))
+        super().__init__(
+            CsvFile(path, OHLCV_HEADER, numeric=OHLCV_HEADER[1:], unknown_ok=("volume",))
+        )
         offset = 4 * DAY_MS if timeframe.endswith("w") else 0
         misaligned = np.flatnonzero((self.file.ts - offset) % self.timeframe_ms)
         if len(misaligned):
@@ -119,7 +121,9 @@ def _check_trades(path: Path) -> object:
         bad = ~chunk["side"].isin(("buy", "sell"))
         if bad.any():
             pos = int(np.flatnonzero(bad.to_numpy())[0])
-            raise TapeError(path, f"side must be buy or sell: {chunk['side'].iloc[pos]!r}", row0 + pos + 2)
+            raise TapeError(
+                path, f"side must be buy or sell: {chunk['side'].iloc[pos]!r}", row0 + pos + 2
+            )
 
     return check
 
@@ -250,7 +254,9 @@ def _parse_snapshot(path: Path, line: int, raw: bytes) -> BookSnapshot:
             if (
                 not isinstance(level, list)
                 or len(level) != 2
-                or not all(isinstance(v, int | float | str) and not isinstance(v, bool) for v in level)
+                or not all(
+                    isinstance(v, int | float | str) and not isinstance(v, bool) for v in level
+                )
             ):
                 raise TapeError(path, f"{key!r} level must be [price, amount]: {level!r}", line)
             out.append((str(level[0]), str(level[1])))

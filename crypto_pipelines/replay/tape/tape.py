@@ -77,7 +77,9 @@ class Tape:
         try:
             for folder in sorted(p for p in root.iterdir() if not p.name.startswith(".")):
                 if not folder.is_dir():
-                    raise TapeError(folder, "unexpected file at the top of a tape (want exchange folders)")
+                    raise TapeError(
+                        folder, "unexpected file at the top of a tape (want exchange folders)"
+                    )
                 exchanges[folder.name] = _load_exchange(folder)
         except BaseException:
             for loaded in exchanges.values():
@@ -167,7 +169,9 @@ def _samples(symbol: SymbolTape) -> tuple[list[str], list[str]]:
     amounts: list[str] = []
     if symbol.trades is not None and len(symbol.trades):
         n = len(symbol.trades)
-        for t in symbol.trades.rows(0, min(n, _SAMPLE)) + symbol.trades.rows(max(0, n - _SAMPLE), n):
+        for t in symbol.trades.rows(0, min(n, _SAMPLE)) + symbol.trades.rows(
+            max(0, n - _SAMPLE), n
+        ):
             prices.append(t.price)
             amounts.append(t.amount)
     for series in symbol.ohlcv.values():

@@ -35,7 +35,9 @@ def _open(path: Path, compress: bool) -> IO[str]:
     return path.open("w", encoding="utf-8", newline="")
 
 
-def _write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[object]], compress: bool) -> int:
+def _write_csv(
+    path: Path, header: Sequence[str], rows: Iterable[Sequence[object]], compress: bool
+) -> int:
     count = 0
     with _open(path, compress) as fh:
         fh.write(",".join(header) + "\n")
@@ -46,27 +48,56 @@ def _write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[object
 
 
 def write_ohlcv(
-    root: Path, exchange: str, symbol: str, timeframe: str, rows: Iterable[Sequence[object]], *, compress: bool = False
+    root: Path,
+    exchange: str,
+    symbol: str,
+    timeframe: str,
+    rows: Iterable[Sequence[object]],
+    *,
+    compress: bool = False,
 ) -> int:
     """Rows of (ts, open, high, low, close, volume); returns the number written."""
-    return _write_csv(symbol_dir(root, exchange, symbol) / f"ohlcv_{timeframe}.csv", OHLCV_HEADER, rows, compress)
+    return _write_csv(
+        symbol_dir(root, exchange, symbol) / f"ohlcv_{timeframe}.csv", OHLCV_HEADER, rows, compress
+    )
 
 
 def write_trades(
-    root: Path, exchange: str, symbol: str, rows: Iterable[Sequence[object]], *, compress: bool = False
+    root: Path,
+    exchange: str,
+    symbol: str,
+    rows: Iterable[Sequence[object]],
+    *,
+    compress: bool = False,
 ) -> int:
     """Rows of (ts, id, side, price, amount)."""
-    return _write_csv(symbol_dir(root, exchange, symbol) / "trades.csv", TRADES_HEADER, rows, compress)
+    return _write_csv(
+        symbol_dir(root, exchange, symbol) / "trades.csv", TRADES_HEADER, rows, compress
+    )
 
 
 def write_funding(
-    root: Path, exchange: str, symbol: str, rows: Iterable[Sequence[object]], *, compress: bool = False
+    root: Path,
+    exchange: str,
+    symbol: str,
+    rows: Iterable[Sequence[object]],
+    *,
+    compress: bool = False,
 ) -> int:
     """Rows of (ts, rate)."""
-    return _write_csv(symbol_dir(root, exchange, symbol) / "funding.csv", FUNDING_HEADER, rows, compress)
+    return _write_csv(
+        symbol_dir(root, exchange, symbol) / "funding.csv", FUNDING_HEADER, rows, compress
+    )
 
 
-def write_book(root: Path, exchange: str, symbol: str, snapshots: Iterable[BookSnapshot], *, compress: bool = False) -> int:
+def write_book(
+    root: Path,
+    exchange: str,
+    symbol: str,
+    snapshots: Iterable[BookSnapshot],
+    *,
+    compress: bool = False,
+) -> int:
     """Full L2 snapshots, best price first; prices and amounts are written as JSON numbers
     from their decimal text (so they read back exactly)."""
     count = 0

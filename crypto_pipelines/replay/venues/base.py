@@ -57,7 +57,9 @@ class VenueError(Exception):
 Handler = Callable[[Request], Response]
 
 
-def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+def json_response(
+    payload: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
     return Response(status, orjson.dumps(payload), headers or {})
 
 
@@ -131,7 +133,9 @@ class Venue:
     def handle(self, request: Request) -> Response:
         handler = self._routes.get(request.path)
         if handler is None:
-            return self.error(ErrorKind.NOT_FOUND, f"{request.path} is not served by the replay exchange")
+            return self.error(
+                ErrorKind.NOT_FOUND, f"{request.path} is not served by the replay exchange"
+            )
         try:
             return handler(request)
         except VenueError as exc:
@@ -164,7 +168,9 @@ def int_param(request: Request, name: str, default: int | None = None) -> int | 
     try:
         return int(raw)
     except ValueError:
-        raise VenueError(ErrorKind.BAD_REQUEST, f"parameter {name} must be an integer, got {raw!r}") from None
+        raise VenueError(
+            ErrorKind.BAD_REQUEST, f"parameter {name} must be an integer, got {raw!r}"
+        ) from None
 
 
 def limit_param(request: Request, name: str, default: int, maximum: int) -> int:

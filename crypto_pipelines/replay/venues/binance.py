@@ -40,16 +40,44 @@ DAPI_WEIGHT = Budget("REQUEST_WEIGHT_DAPI", 60_000, 2_400)
 FUNDING_RATE_REQUESTS = Budget("FUNDING_RATE", 300_000, 500)
 _FAMILY_BUDGET = {"api": SPOT_WEIGHT, "sapi": SPOT_WEIGHT, "fapi": FAPI_WEIGHT, "dapi": DAPI_WEIGHT}
 
-_INTERVALS = ("1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w")
+_INTERVALS = (
+    "1s",
+    "1m",
+    "3m",
+    "5m",
+    "15m",
+    "30m",
+    "1h",
+    "2h",
+    "4h",
+    "6h",
+    "8h",
+    "12h",
+    "1d",
+    "3d",
+    "1w",
+)
 _DEPTH_LIMITS = (5, 10, 20, 50, 100, 500, 1000, 5000)
 _FAR_FUTURE_MS = 4133404800000  # Binance's deliveryDate for perpetuals (2100-12-25)
 
 _ERRORS: dict[ErrorKind, tuple[int, int, str]] = {
-    ErrorKind.BAD_REQUEST: (400, -1102, "Mandatory parameter was not sent, was empty/null, or malformed."),
+    ErrorKind.BAD_REQUEST: (
+        400,
+        -1102,
+        "Mandatory parameter was not sent, was empty/null, or malformed.",
+    ),
     ErrorKind.BAD_SYMBOL: (400, -1121, "Invalid symbol."),
     ErrorKind.NOT_FOUND: (404, -1000, "Not found."),
-    ErrorKind.RATE_LIMIT: (429, -1003, "Too much request weight used; current limit is %s request weight per 1 MINUTE. Please use WebSocket Streams for live updates to avoid polling the API."),
-    ErrorKind.BANNED: (418, -1003, "Way too much request weight used; IP banned until %s. Please use WebSocket Streams for live updates to avoid bans."),
+    ErrorKind.RATE_LIMIT: (
+        429,
+        -1003,
+        "Too much request weight used; current limit is %s request weight per 1 MINUTE. Please use WebSocket Streams for live updates to avoid polling the API.",
+    ),
+    ErrorKind.BANNED: (
+        418,
+        -1003,
+        "Way too much request weight used; IP banned until %s. Please use WebSocket Streams for live updates to avoid bans.",
+    ),
 }
 
 
@@ -118,7 +146,11 @@ class Binance(Venue):
         if kind in (ErrorKind.BAD_REQUEST, ErrorKind.BAD_SYMBOL) and message:
             text = message if kind is ErrorKind.BAD_REQUEST else text
         if "%s" in text:
-            text = text % (SPOT_WEIGHT.capacity if kind is ErrorKind.RATE_LIMIT else self.now_ms() + (retry_after_s or 0) * 1000)
+            text = text % (
+                SPOT_WEIGHT.capacity
+                if kind is ErrorKind.RATE_LIMIT
+                else self.now_ms() + (retry_after_s or 0) * 1000
+            )
         headers = {"Retry-After": str(retry_after_s)} if retry_after_s is not None else {}
         return Response(status, orjson.dumps({"code": code, "msg": text}), headers)
 
@@ -183,21 +215,58 @@ class Binance(Venue):
                 "timezone": "UTC",
                 "serverTime": self.now_ms(),
                 "rateLimits": [
-                    {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": budget.capacity},
-                    {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 100},
-                    {"rateLimitType": "RAW_REQUESTS", "interval": "MINUTE", "intervalNum": 5, "limit": 61000},
+                    {
+                        "rateLimitType": "REQUEST_WEIGHT",
+                        "interval": "MINUTE",
+                        "intervalNum": 1,
+                        "limit": budget.capacity,
+                    },
+                    {
+                        "rateLimitType": "ORDERS",
+                        "interval": "SECOND",
+                        "intervalNum": 10,
+                        "limit": 100,
+                    },
+                    {
+                        "rateLimitType": "RAW_REQUESTS",
+                        "interval": "MINUTE",
+                        "intervalNum": 5,
+                        "limit": 61000,
+                    },
                 ],
                 "exchangeFilters": [],
-                **({"assets": [], "futuresType": "U_MARGINED" if family == "fapi" else "COIN_MARGINED"} if family != "api" else {}),
+                **(
+                    {
+                        "assets": [],
+                        "futuresType": "U_MARGINED" if family == "fapi" else "COIN_MARGINED",
+                    }
+                    if family != "api"
+                    else {}
+                ),
                 "symbols": symbols,
             }
         )
 
     def _filters(self, m: MarketSpec) -> list[dict[str, Any]]:
         return [
-            {"filterType": "PRICE_FILTER", "minPrice": m.price_tick, "maxPrice": "1000000.00000000", "tickSize": m.price_tick},
-            {"filterType": "LOT_SIZE", "minQty": m.min_amount, "maxQty": "9000000.00000000", "stepSize": m.amount_step},
-            {"filterType": "MARKET_LOT_SIZE", "minQty": "0", "maxQty": "9000000.00000000", "stepSize": "0"},
+            {
+                "filterType": "PRICE_FILTER",
+                "minPrice": m.price_tick,
+                "maxPrice": "1000000.00000000",
+                "tickSize": m.price_tick,
+            },
+            {
+                "filterType": "LOT_SIZE",
+                "minQty": m.min_amount,
+                "maxQty": "9000000.00000000",
+                "stepSize": m.amount_step,
+            },
+            {
+                "filterType": "MARKET_LOT_SIZE",
+                "minQty": "0",
+                "maxQty": "9000000.00000000",
+                "stepSize": "0",
+            },
         ]
 
     def _spot_info(self, m: MarketSpec) -> dict[str, Any]:
@@ -211,7 +280,13 @@ class Binance(Venue):
             "quoteAssetPrecision": 8,
             "baseCommissionPrecision": 8,
             "quoteCommissionPrecision": 8,
-            "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"],
+            "orderTypes": [
+                "LIMIT",
+                "LIMIT_MAKER",
+                "MARKET",
+                "STOP_LOSS_LIMIT",
+                "TAKE_PROFIT_LIMIT",
+            ],
             "icebergAllowed": True,
             "ocoAllowed": True,
             "otoAllowed": True,
@@ -220,7 +295,17 @@ class Binance(Venue):
             "cancelReplaceAllowed": True,
             "isSpotTradingAllowed": True,
             "isMarginTradingAllowed": False,
-            "filters": [*self._filters(m), {"filterType": "NOTIONAL", "minNotional": "0", "applyMinToMarket": True, "maxNotional": "9000000.00000000", "applyMaxToMarket": False, "avgPriceMins": 5}],
+            "filters": [
+                *self._filters(m),
+                {
+                    "filterType": "NOTIONAL",
+                    "minNotional": "0",
+                    "applyMinToMarket": True,
+                    "maxNotional": "9000000.00000000",
+                    "applyMaxToMarket": False,
+                    "avgPriceMins": 5,
+                },
+            ],
             "permissions": [],
             "permissionSets": [["SPOT"]],
             "defaultSelfTradePreventionMode": "EXPIRE_MAKER",
@@ -248,13 +333,34 @@ class Binance(Venue):
             "marketTakeBound": "0.05",
             "maxMoveOrderLimit": 10000,
             "filters": [*self._filters(m), {"filterType": "MIN_NOTIONAL", "notional": "5"}],
-            "orderTypes": ["LIMIT", "MARKET", "STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET", "TRAILING_STOP_MARKET"],
+            "orderTypes": [
+                "LIMIT",
+                "MARKET",
+                "STOP",
+                "STOP_MARKET",
+                "TAKE_PROFIT",
+                "TAKE_PROFIT_MARKET",
+                "TRAILING_STOP_MARKET",
+            ],
             "timeInForce": ["GTC", "IOC", "FOK", "GTX", "GTD"],
         }
         if m.linear:
-            info.update({"status": "TRADING", "maintMarginPercent": "2.5000", "requiredMarginPercent": "5.0000", "settlePlan": 0})
+            info.update(
+                {
+                    "status": "TRADING",
+                    "maintMarginPercent": "2.5000",
+                    "requiredMarginPercent": "5.0000",
+                    "settlePlan": 0,
+                }
+            )
         else:
-            info.update({"contractStatus": "TRADING", "contractSize": int(float(m.contract_size or "1")), "equalQtyPrecision": 4})
+            info.update(
+                {
+                    "contractStatus": "TRADING",
+                    "contractSize": int(float(m.contract_size or "1")),
+                    "equalQtyPrecision": 4,
+                }
+            )
         return info
 
     def klines(self, request: Request) -> Response:
@@ -272,7 +378,9 @@ class Binance(Venue):
         if start is not None:
             candles = series.between(start, end, limit)
         else:
-            candles = series.between(None, end if end is not None else self.now_ms(), limit, newest=True)
+            candles = series.between(
+                None, end if end is not None else self.now_ms(), limit, newest=True
+            )
         step = timeframe_ms(interval) - 1
         # Hand-built JSON: the hot path of every historical load (see benchmarks/).
         rows = [
@@ -312,18 +420,38 @@ class Binance(Venue):
         spot = _family(request.path) == "api"
         return json_response(
             [
-                {"a": int(t.id), "p": t.price, "q": t.amount, "f": int(t.id), "l": int(t.id), "T": t.ts, "m": t.side == "sell", **({"M": True} if spot else {})}
+                {
+                    "a": int(t.id),
+                    "p": t.price,
+                    "q": t.amount,
+                    "f": int(t.id),
+                    "l": int(t.id),
+                    "T": t.ts,
+                    "m": t.side == "sell",
+                    **({"M": True} if spot else {}),
+                }
                 for t in trades
             ]
         )
+
     def recent_trades(self, request: Request) -> Response:
         market = self._market(request)
         limit = limit_param(request, "limit", 500, 1000)
         trades_series = self.tape.series(market.symbol).trades
-        trades = trades_series.between(None, self.now_ms(), limit, newest=True) if trades_series else []
+        trades = (
+            trades_series.between(None, self.now_ms(), limit, newest=True) if trades_series else []
+        )
         return json_response(
             [
-                {"id": int(t.id), "price": t.price, "qty": t.amount, "quoteQty": "0", "time": t.ts, "isBuyerMaker": t.side == "sell", "isBestMatch": True}
+                {
+                    "id": int(t.id),
+                    "price": t.price,
+                    "qty": t.amount,
+                    "quoteQty": "0",
+                    "time": t.ts,
+                    "isBuyerMaker": t.side == "sell",
+                    "isBestMatch": True,
+                }
                 for t in trades
             ]
         )
@@ -331,7 +459,9 @@ class Binance(Venue):
     def depth(self, request: Request) -> Response:
         market = self._market(request)
         limit = int_param(request, "limit", 100) or 100
-        if limit not in _DEPTH_LIMITS and not (_family(request.path) != "api" and limit in (5, 10, 20, 50, 100, 500, 1000)):
+        if limit not in _DEPTH_LIMITS and not (
+            _family(request.path) != "api" and limit in (5, 10, 20, 50, 100, 500, 1000)
+        ):
             # Binance rounds an unlisted limit up to the next valid one on spot.
             limit = next((x for x in _DEPTH_LIMITS if x >= limit), 5000)
         book = self.tape.series(market.symbol).book
@@ -347,7 +477,13 @@ class Binance(Venue):
                 "asks": [list(level) for level in snapshot.asks[:limit]],
             }
         if _family(request.path) != "api":
-            payload = {"lastUpdateId": payload["lastUpdateId"], "E": ts, "T": ts, "bids": payload["bids"], "asks": payload["asks"]}
+            payload = {
+                "lastUpdateId": payload["lastUpdateId"],
+                "E": ts,
+                "T": ts,
+                "bids": payload["bids"],
+                "asks": payload["asks"],
+            }
         return json_response(payload)
 
     def ticker_24hr(self, request: Request) -> Response:
@@ -398,7 +534,9 @@ class Binance(Venue):
         if start is not None:
             rates = funding.between(start, end, limit)
         else:
-            rates = funding.between(None, end if end is not None else self.now_ms(), limit, newest=True)
+            rates = funding.between(
+                None, end if end is not None else self.now_ms(), limit, newest=True
+            )
         marks = min(series.ohlcv.values(), key=lambda s: s.timeframe_ms) if series.ohlcv else None
         out = []
         for rate in rates:
@@ -436,4 +574,3 @@ class Binance(Venue):
 
     def _error_code(self, status: int, code: int, msg: str) -> Response:
         return Response(status, orjson.dumps({"code": code, "msg": msg}))
-

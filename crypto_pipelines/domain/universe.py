@@ -1,0 +1,160 @@
+"""The universe: which exchanges, symbols, timeframes and datasets the pipelines cover.
+
+Read from the YAML file named by ``CRYPTO_PIPELINES_UNIVERSE`` (default: the documented
+``default_universe.yaml`` shipped in this package). Validation is pydantic's, so a malformed
+file is refused when the code location loads with a message naming the key and the reason.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, date, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from crypto_pipelines.domain.symbols import SymbolError, parse_symbol
+from crypto_pipelines.domain.timeframes import TimeframeError, timeframe_ms
+
+UNIVERSE_ENV = "CRYPTO_PIPELINES_UNIVERSE"
+SOURCE_ENV = "CRYPTO_PIPELINES_SOURCE"
+
+Source = Literal["live", "replay"]
+
+#: What each supported exchange offers, as far as configuration is concerned. The full venue
+#: capabilities live in ``crypto_pipelines.exchanges``; this is the subset a universe is
+#: checked against.
+EXCHANGE_TIMEFRAMES: dict[str, tuple[str, ...]] = {
+    "binance": (
+        "1m",
+        "3m",
+        "5m",
+        "15m",
+        "30m",
+        "1h",
+        "2h",
+        "4h",
+        "6h",
+        "8h",
+        "12h",
+        "1d",
+        "3d",
+        "1w",
+    ),
+    "okx": ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "12h", "1d", "1w"),
+    "bybit": ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "12h", "1d", "1w"),
+    "coinbaseexchange": ("1m", "5m", "15m", "1h", "6h", "1d"),
+}
+EXCHANGE_HAS_SWAPS: dict[str, bool] = {
+    "binance": True,
+    "okx": True,
+    "bybit": True,
+    "coinbaseexchange": False,
+}
+
+
+class UniverseError(ValueError):
+    """A universe file that cannot be used; the message names the file, key and reason."""
+
+
+class ExchangeUniverse(BaseModel):
+    """One exchange's part of the universe."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    symbols: tuple[str, ...] = Field(min_length=1)
+    timeframes: tuple[str, ...] = ("1m", "1h", "1d")
+    start: date = date(2024, 1, 1)
+    trades: bool = False
+    funding: bool = True
+
+    @field_validator("symbols")
+    @classmethod
+    def _symbols(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for symbol in value:
+            try:
+                parse_symbol(symbol)
+            except SymbolError as exc:
+                raise ValueError(str(exc)) from None
+        if len(set(value)) != len(value):
+            raise ValueError("symbols are listed more than once")
+        return value
+
+    @field_validator("timeframes")
+    @classmethod
+    def _timeframes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for timeframe in value:
+            try:
+                timeframe_ms(timeframe)
+            except TimeframeError as exc:
+                raise ValueError(str(exc)) from None
+        return tuple(sorted(set(value), key=timeframe_ms))
+
+    @property
+    def start_ms(self) -> int:
+        return int(
+            datetime(self.start.year, self.start.month, self.start.day, tzinfo=UTC).timestamp()
+            * 1000
+        )
+
+    @property
+    def perpetuals(self) -> tuple[str, ...]:
+        return tuple(s for s in self.symbols if parse_symbol(s).settle is not None)
+
+
+class Universe(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: Source = "live"
+    exchanges: dict[str, ExchangeUniverse] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _exchanges_supported(self) -> Universe:
+        for name, exchange in self.exchanges.items():
+            if name not in EXCHANGE_TIMEFRAMES:
+                known = ", ".join(sorted(EXCHANGE_TIMEFRAMES))
+                raise ValueError(f"exchanges.{name}: unknown exchange (supported: {known})")
+            unsupported = [t for t in exchange.timeframes if t not in EXCHANGE_TIMEFRAMES[name]]
+            if unsupported:
+                raise ValueError(
+                    f"exchanges.{name}.timeframes: {name} has no {', '.join(unsupported)} candles"
+                )
+            if exchange.perpetuals and not EXCHANGE_HAS_SWAPS[name]:
+                raise ValueError(
+                    f"exchanges.{name}.symbols: {name} lists no perpetual swaps: {', '.join(exchange.perpetuals)}"
+                )
+        return self
+
+
+def default_universe_path() -> Path:
+    return Path(str(resources.files("crypto_pipelines.domain").joinpath("default_universe.yaml")))
+
+
+def load_universe(path: Path | str | None = None) -> Universe:
+    """The universe from ``path``, else ``$CRYPTO_PIPELINES_UNIVERSE``, else the default;
+    ``$CRYPTO_PIPELINES_SOURCE`` overrides the file's ``source``."""
+    chosen = Path(path or os.environ.get(UNIVERSE_ENV) or default_universe_path())
+    try:
+        raw = yaml.safe_load(chosen.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UniverseError(f"{chosen}: cannot read universe file: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise UniverseError(f"{chosen}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise UniverseError(
+            f"{chosen}: a universe is a mapping with 'exchanges' (and optionally 'source')"
+        )
+    override = os.environ.get(SOURCE_ENV)
+    if override:
+        raw = {**raw, "source": override.strip()}
+    try:
+        return Universe.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'universe'}: {err['msg'].removeprefix('Value error, ')}"
+            for err in exc.errors()
+        )
+        raise UniverseError(f"{chosen}: {problems}") from None
