@@ -9,20 +9,13 @@ from crypto_pipelines.replay.venues.base import Venue
 
 @cache
 def venue_classes() -> dict[str, type[Venue]]:
-    """Venue classes by tape folder name (imported lazily: no import-time side effects)."""
+    """Venue classes by tape folder name (imported on first use, not at import time)."""
     from crypto_pipelines.replay.venues.binance import Binance
+    from crypto_pipelines.replay.venues.bybit import Bybit
+    from crypto_pipelines.replay.venues.coinbaseexchange import CoinbaseExchange
+    from crypto_pipelines.replay.venues.okx import Okx
 
-    classes: list[type[Venue]] = [Binance]
-    for module, cls_name in (
-        ("okx", "Okx"),
-        ("bybit", "Bybit"),
-        ("coinbaseexchange", "CoinbaseExchange"),
-    ):
-        try:
-            mod = __import__(f"crypto_pipelines.replay.venues.{module}", fromlist=[cls_name])
-        except ModuleNotFoundError:
-            continue
-        classes.append(getattr(mod, cls_name))
+    classes: tuple[type[Venue], ...] = (Binance, Okx, Bybit, CoinbaseExchange)
     return {cls.name: cls for cls in classes}
 
 
