@@ -14,7 +14,6 @@ exchange), the same pair on two venues stays within a few bps, perpetuals pay fu
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
-from crypto_pipelines.domain.symbols import SymbolError, parse_symbol
+from crypto_pipelines.domain.symbols import parse_symbol
 from crypto_pipelines.domain.timeframes import DAY_MS, MINUTE_MS, TimeframeError, timeframe_ms
 from crypto_pipelines.replay.synth_format import (
     CandleArrays,
@@ -35,7 +34,14 @@ from crypto_pipelines.replay.synth_format import (
     candle_parts,
     render,
 )
-from crypto_pipelines.replay.synth_model import Instrument, ModelOptions, asset_level
+from crypto_pipelines.replay.synth_markets import (
+    KNOWN_EXCHANGES,
+    NO_SWAPS,
+    SynthError,
+    market_kind,
+    market_spec,
+)
+from crypto_pipelines.replay.synth_model import Instrument, ModelOptions
 from crypto_pipelines.replay.synth_series import SeriesModel
 from crypto_pipelines.replay.tape.markets import MarketSpec
 from crypto_pipelines.replay.tape.series import FUNDING_HEADER, OHLCV_HEADER, TRADES_HEADER
@@ -43,8 +49,6 @@ from crypto_pipelines.replay.tape.writer import symbol_dir, write_markets
 
 log = logging.getLogger(__name__)
 
-KNOWN_EXCHANGES: tuple[str, ...] = ("binance", "okx", "bybit", "coinbaseexchange")
-NO_SWAPS: frozenset[str] = frozenset({"coinbaseexchange"})
 _USDT_SET = ("BTC/USDT", "ETH/USDT", "BTC/USDT:USDT", "ETH/USDT:USDT")
 DEFAULT_SYMBOLS: dict[str, tuple[str, ...]] = {
     "binance": _USDT_SET,
@@ -58,36 +62,6 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Chunk sizes bound memory: trades are dense (~10 a minute), candles are one a minute.
 _TRADE_CHUNK_DAYS = 4
 _CANDLE_CHUNK_DAYS = 64
-
-# Real-world precision of the markets the default symbols name (2024): (exchange, kind,
-# base) -> (price_tick, amount_step, min_amount, contract_size). Swap amounts are contracts.
-_MARKETS: dict[tuple[str, str, str], tuple[str, str, str, str | None]] = {
-    ("binance", "spot", "BTC"): ("0.01", "0.00001", "0.00001", None),
-    ("binance", "spot", "ETH"): ("0.01", "0.0001", "0.0001", None),
-    ("binance", "linear", "BTC"): ("0.1", "0.001", "0.001", "1"),
-    ("binance", "linear", "ETH"): ("0.01", "0.001", "0.001", "1"),
-    ("binance", "inverse", "BTC"): ("0.1", "1", "1", "100"),
-    ("binance", "inverse", "ETH"): ("0.01", "1", "1", "10"),
-    ("okx", "spot", "BTC"): ("0.1", "0.00000001", "0.00001", None),
-    ("okx", "spot", "ETH"): ("0.01", "0.000001", "0.0001", None),
-    ("okx", "linear", "BTC"): ("0.1", "0.01", "0.01", "0.01"),
-    ("okx", "linear", "ETH"): ("0.01", "0.01", "0.01", "0.1"),
-    ("okx", "inverse", "BTC"): ("0.1", "1", "1", "100"),
-    ("okx", "inverse", "ETH"): ("0.01", "1", "1", "10"),
-    ("bybit", "spot", "BTC"): ("0.01", "0.000001", "0.000048", None),
-    ("bybit", "spot", "ETH"): ("0.01", "0.00001", "0.00062", None),
-    ("bybit", "linear", "BTC"): ("0.1", "0.001", "0.001", "1"),
-    ("bybit", "linear", "ETH"): ("0.01", "0.01", "0.01", "1"),
-    ("bybit", "inverse", "BTC"): ("0.5", "1", "1", "1"),
-    ("bybit", "inverse", "ETH"): ("0.05", "1", "1", "1"),
-    ("coinbaseexchange", "spot", "BTC"): ("0.01", "0.00000001", "0.00000001", None),
-    ("coinbaseexchange", "spot", "ETH"): ("0.01", "0.00000001", "0.00000001", None),
-}
-_USD_LIKE = frozenset({"USD", "USDT", "USDC"})
-
-
-class SynthError(ValueError):
-    """A synthetic tape spec that cannot be generated; the message names the bad value."""
 
 
 @dataclass(frozen=True)
@@ -114,8 +88,10 @@ class SynthSpec:
     _resolved: dict[str, tuple[str, ...]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "exchanges", tuple(self.exchanges))
-        object.__setattr__(self, "timeframes", tuple(self.timeframes))
+        # A lone string is one item, not a sequence of characters.
+        for name in ("exchanges", "timeframes"):
+            value = getattr(self, name)
+            object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
         if self.start.tzinfo is None:
             object.__setattr__(self, "start", self.start.replace(tzinfo=UTC))
         self._check_numbers()
@@ -173,13 +149,14 @@ class SynthSpec:
                 )
         resolved: dict[str, tuple[str, ...]] = {}
         for exchange in self.exchanges:
-            symbols = tuple(given.get(exchange, DEFAULT_SYMBOLS[exchange]))
+            chosen = given.get(exchange, DEFAULT_SYMBOLS[exchange])
+            symbols = (chosen,) if isinstance(chosen, str) else tuple(chosen)
             if not symbols:
                 raise SynthError(f"no symbols for {exchange!r}")
             if len(set(symbols)) != len(symbols):
                 raise SynthError(f"duplicate symbol for {exchange!r} in {list(symbols)}")
             for symbol in symbols:
-                _kind(exchange, symbol)
+                market_kind(exchange, symbol)
             resolved[exchange] = symbols
         return resolved
 
@@ -190,63 +167,6 @@ class SynthSpec:
     def symbols_for(self, exchange: str) -> tuple[str, ...]:
         """The symbols generated for ``exchange`` (given or default)."""
         return self._resolved[exchange]
-
-
-def _kind(exchange: str, symbol: str) -> str:
-    """spot, linear or inverse; SynthError for symbols the venue cannot list."""
-    try:
-        parsed = parse_symbol(symbol)
-    except SymbolError as exc:
-        raise SynthError(f"{exchange}: {exc}") from exc
-    if parsed.settle is None:
-        return "spot"
-    if exchange in NO_SWAPS:
-        raise SynthError(
-            f"{exchange} lists no perpetual swaps, so {symbol!r} cannot be generated for it "
-            "(use spot symbols such as BTC/USD)"
-        )
-    if parsed.settle == parsed.quote:
-        return "linear"
-    if parsed.settle == parsed.base:
-        return "inverse"
-    raise SynthError(
-        f"{symbol!r}: the settle currency must be the quote (linear swap) or the base (inverse swap)"
-    )
-
-
-def market_spec(exchange: str, symbol: str, listed_ms: int) -> MarketSpec:
-    """The market as ``markets.json`` describes it: real precision for the known markets,
-    otherwise a tick about 1e-5 of the price and an amount step worth about a dime to a dollar."""
-    kind = _kind(exchange, symbol)
-    parsed = parse_symbol(symbol)
-    known = _MARKETS.get((exchange, kind, parsed.base)) if parsed.quote in _USD_LIKE else None
-    if known is not None:
-        tick, step, minimum, contract = known
-    else:
-        usd_base = asset_level(parsed.base)[0]
-        level = usd_base / asset_level(parsed.quote)[0]
-        tick = _power_of_ten(math.floor(math.log10(level)) - 5)
-        spot_step = _power_of_ten(min(0, -(math.floor(math.log10(usd_base)) + 1)))
-        if kind == "spot":
-            step, contract = spot_step, None
-        elif kind == "linear":
-            step, contract = _power_of_ten(min(0, -(math.floor(math.log10(usd_base)) + 1) + 1)), "1"
-        else:
-            step, contract = "1", "100" if parsed.base == "BTC" else "10"
-        minimum = step
-    return MarketSpec(
-        symbol=symbol,
-        type=parsed.market_type,
-        price_tick=tick,
-        amount_step=step,
-        min_amount=minimum,
-        contract_size=contract,
-        listed_ms=listed_ms,
-    )
-
-
-def _power_of_ten(exponent: int) -> str:
-    return format(Decimal(1).scaleb(exponent), "f")
 
 
 @dataclass(frozen=True)
@@ -319,7 +239,7 @@ def _write_series(
     summary: SynthSummary,
 ) -> None:
     parsed = parse_symbol(market.symbol)
-    kind = _kind(exchange, market.symbol)
+    kind = market_kind(exchange, market.symbol)
     price, amount = _Units.of(market.price_tick), _Units.of(market.amount_step)
     inst = Instrument(
         exchange=exchange,
@@ -422,6 +342,7 @@ __all__ = [
     "DEFAULT_SYMBOLS",
     "DEFAULT_TIMEFRAMES",
     "KNOWN_EXCHANGES",
+    "NO_SWAPS",
     "SynthError",
     "SynthSpec",
     "SynthSummary",

@@ -113,7 +113,7 @@ def ar1(shocks: FloatArray, phi: float, x0: float) -> FloatArray:
     in a block, x[t] = phi**t * (phi * x0 + cumsum(shocks * phi**-t)). Blocks are short
     enough that phi**-t stays far from overflow."""
     out = np.empty_like(shocks)
-    block = len(shocks) if phi >= 1.0 else max(1, int(30.0 / -math.log(phi)))
+    block = max(1, len(shocks) if phi >= 1.0 else int(30.0 / -math.log(phi)))
     x = x0
     for i in range(0, len(shocks), block):
         e = shocks[i : i + block]
