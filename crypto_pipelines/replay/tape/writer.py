@@ -8,6 +8,7 @@ checks the result like any other tape.
 from __future__ import annotations
 
 import gzip
+import io
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -31,7 +32,9 @@ def symbol_dir(root: Path, exchange: str, symbol: str) -> Path:
 
 def _open(path: Path, compress: bool) -> IO[str]:
     if compress:
-        return gzip.open(path.with_name(path.name + ".gz"), "wt", encoding="utf-8", newline="")
+        # mtime=0: the same rows give the same bytes (the header keeps only the file's name).
+        raw = gzip.GzipFile(path.with_name(path.name + ".gz"), mode="wb", mtime=0)
+        return io.TextIOWrapper(raw, encoding="utf-8", newline="")
     return path.open("w", encoding="utf-8", newline="")
 
 
