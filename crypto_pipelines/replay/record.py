@@ -15,7 +15,8 @@ exchange's own clock):
   short: Bybit serves only its latest trades, OKX about three months);
 - funding rates of perpetual swaps;
 - one order-book snapshot, taken now (no exchange serves a past book);
-- ``markets.json`` for the recorded symbols, from ccxt's markets.
+- ``markets.json`` for the recorded symbols, from ccxt's markets (an existing one is
+  replaced: record all of a tape's symbols of one exchange in one run).
 
 Numbers come back from ccxt as floats and are written as the shortest decimal text that
 round-trips (``decimal_text``). So recording a tape served by the replay exchange gives back
@@ -188,20 +189,29 @@ class _Recorder:
         try:
             for spec in specs:
                 sym = spec.symbol
-                for tf in timeframes:
-                    rows = pager.candles(sym, tf, now)
-                    summary.series.append(
-                        self.write(staging, sym, f"ohlcv {tf}", writer.write_ohlcv, rows, tf)
+                # (series, file name, writer, lazy rows, writer's extra args); rows are
+                # generators, so each series is fetched while it is written.
+                jobs: list[tuple[str, str, Callable[..., int], Iterator[Any], tuple[str, ...]]] = [
+                    (
+                        f"ohlcv {tf}",
+                        f"ohlcv_{tf}.csv",
+                        writer.write_ohlcv,
+                        pager.candles(sym, tf, now),
+                        (tf,),
                     )
+                    for tf in timeframes
+                ]
                 if trades:
-                    summary.series.append(
-                        self.write(staging, sym, "trades", writer.write_trades, pager.trades(sym))
+                    jobs.append(
+                        ("trades", "trades.csv", writer.write_trades, pager.trades(sym), ())
                     )
                 if with_funding and spec.is_swap:
+                    jobs.append(
+                        ("funding", "funding.csv", writer.write_funding, pager.funding(sym), ())
+                    )
+                for series, name, write_fn, rows, extra in jobs:
                     summary.series.append(
-                        self.write(
-                            staging, sym, "funding", writer.write_funding, pager.funding(sym)
-                        )
+                        self.write(staging, sym, series, name, write_fn, rows, *extra)
                     )
                 if book:
                     summary.series.append(self.book(staging, sym, book_depth))
@@ -216,14 +226,12 @@ class _Recorder:
         staging: Staging,
         symbol: str,
         series: str,
+        name: str,
         write_fn: Callable[..., int],
         rows: Iterator[Any],
         *extra: str,
     ) -> SeriesSummary:
         """Stream ``rows`` into a staged file and move it into place once complete."""
-        name = {"trades": "trades.csv", "funding": "funding.csv", "book": "book.jsonl"}.get(
-            series, f"ohlcv_{extra[0] if extra else ''}.csv"
-        )
         relative = (
             Path(self.tape_name) / symbol_to_dir(symbol) / (name + (".gz" if self.compress else ""))
         )
@@ -289,4 +297,6 @@ class _Recorder:
             snapshot = book_snapshot(int(ts) if ts is not None else self.pager.now(), raw)
         except BadAnswer as exc:
             raise RecordError(f"{where}: {exc}") from exc
-        return self.write(staging, symbol, "book", writer.write_book, iter([snapshot]))
+        return self.write(
+            staging, symbol, "book", "book.jsonl", writer.write_book, iter([snapshot])
+        )

@@ -135,17 +135,52 @@ class Pager:
             return self.trades_backward(symbol)
         return self.trades_latest(symbol)
 
+    def seed_forward(self, symbol: str) -> list[Trade]:
+        """The first page of forward id paging: trades from the first one at or after
+        ``since``. An active market has trades in the first time window; Binance answers a
+        window holding more than ``limit`` trades with its *last* ones (ccxt's documented
+        caveat), so the window is halved until the page is not full. An empty first window
+        (a quiet market, a ``since`` before the listing) switches to a search over ids."""
+        end = min(self.since + self.p.trade_seed_window_ms, self.until)
+        page = self.trade_page(symbol, self.since, {"until": end - 1})
+        while len(page) >= self.p.trade_limit and end - self.since > 1:
+            end = self.since + (end - self.since) // 2
+            page = self.trade_page(symbol, self.since, {"until": end - 1})
+        if len(page) >= self.p.trade_limit:
+            raise BadAnswer(f"more than {self.p.trade_limit} trades at ts {self.since}")
+        return page or self.seed_by_id(symbol)
+
+    def seed_by_id(self, symbol: str) -> list[Trade]:
+        """Binary search for the first trade id whose trade is at or after ``since`` (ids grow
+        with time): about log2(newest id) one-trade probes, however long the quiet stretch."""
+        cursor = str(self.p.trade_cursor)
+
+        def probe(trade_id: int | None, limit: int = 1) -> list[Trade]:
+            params = {} if trade_id is None else {cursor: trade_id}
+            where = f"{self.ex.id} {symbol} trades"
+            merged = {**self.p.trade_params, **params}
+            return trade_rows(self.call(where, "fetch_trades", symbol, None, limit, merged))
+
+        newest = probe(None)
+        if not newest or newest[-1].ts < self.since or not numeric_ids(newest):
+            return []
+        lo, hi = 0, int(newest[-1].id)  # the first trade at or after since has an id in [lo, hi]
+        while lo < hi:
+            mid = (lo + hi) // 2
+            found = probe(mid if self.p.trade_cursor_inclusive else mid - 1)
+            if not found or not numeric_ids(found):
+                raise BadAnswer(f"no trade at or after id {mid} although {hi} exists")
+            if found[0].ts >= self.since:
+                hi = mid
+            else:
+                lo = int(found[0].id) + 1
+        return probe(lo if self.p.trade_cursor_inclusive else lo - 1, self.p.trade_limit)
+
     def trades_forward(self, symbol: str) -> Iterator[Trade]:
-        """Seed requests one time window at a time until the first trade, then ids upwards."""
-        p, cursor = self.p, self.since
+        """The first window's trades, then ids upwards until past ``until``."""
+        p = self.p
         with self.bar(f"{self.ex.id} {symbol} trades", self.until - self.since) as bar:
-            page: list[Trade] = []
-            while cursor < self.until and not page:
-                window_end = min(cursor + p.trade_seed_window_ms, self.until)
-                page = self.trade_page(symbol, cursor, {"until": window_end - 1})
-                if not page:
-                    cursor = window_end
-                    bar.update(cursor - self.since - bar.n)
+            page = self.seed_forward(symbol)
             last_id: int | None = None
             while page:
                 if not numeric_ids(page):

@@ -29,7 +29,9 @@ class FundingPaging(Enum):
 @dataclass(frozen=True)
 class VenueProfile:
     """How one exchange pages. Candles need only ``ohlcv_limit``: every venue's ccxt code
-    turns ``since`` + ``until`` into a bounded window, so candles page the same way everywhere."""
+    turns ``since`` + ``until`` into a bounded window, so candles page the same way everywhere.
+    ``ohlcv_limit`` must not exceed what the exchange really returns per request: a window
+    with more slots than that would silently lose candles (OKX and Coinbase keep the newest)."""
 
     tape_name: str  # the tape folder (binanceusdm records into binance/)
     ohlcv_limit: int  # candle slots per request

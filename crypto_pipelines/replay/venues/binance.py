@@ -383,10 +383,18 @@ class Binance(Venue):
             )
         step = timeframe_ms(interval) - 1
         # Hand-built JSON: the hot path of every historical load (see benchmarks/).
-        rows = [
-            f'[{c[0]},"{c[1]}","{c[2]}","{c[3]}","{c[4]}","{c[5]}",{c[0] + step},"0",0,"0","0","0"]'
-            for c in candles
-        ]
+        if _family(request.path) == "dapi":
+            # COIN-M rows carry the volume in contracts at 5 and in the base coin at 7, which
+            # is where ccxt reads an inverse market's volume; the tape's volume is base volume.
+            rows = [
+                f'[{c[0]},"{c[1]}","{c[2]}","{c[3]}","{c[4]}","{c[5]}",{c[0] + step},"{c[5]}",0,"0","0","0"]'
+                for c in candles
+            ]
+        else:
+            rows = [
+                f'[{c[0]},"{c[1]}","{c[2]}","{c[3]}","{c[4]}","{c[5]}",{c[0] + step},"0",0,"0","0","0"]'
+                for c in candles
+            ]
         return Response(200, ("[" + ",".join(rows) + "]").encode())
 
     def agg_trades(self, request: Request) -> Response:
