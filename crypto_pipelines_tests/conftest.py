@@ -1,17 +1,27 @@
-"""Shared fixtures: the real tapes in ../shared (when present) and replay servers."""
+"""Shared fixtures: the real tapes in ../shared (when present), replay servers, and
+databases (``db_url``/``engine``: a SQLite file and, when ``CRYPTO_PIPELINES_TEST_PG_URL``
+is set, a PostgreSQL schema of its own per test)."""
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import Engine
+from sqlalchemy.pool import NullPool
 
 from crypto_pipelines.replay import ReplayServer, Tape
+from crypto_pipelines.storage.engine import make_engine, normalize_url
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 REAL_TAPES = SHARED / "tapes" / "real"
 CCXT_STATIC = SHARED / "fixtures" / "ccxt-static"
+VENUE_SAMPLES = SHARED / "fixtures" / "venue-samples"
+PG_URL_ENV = "CRYPTO_PIPELINES_TEST_PG_URL"
 
 
 def require_shared(path: Path = SHARED) -> Path:
@@ -38,3 +48,42 @@ def real_server(real_tape: Tape) -> Iterator[ReplayServer]:
     """A replay server on the real tapes, shared by read-only tests."""
     with ReplayServer(real_tape) as server:
         yield server
+
+
+@contextmanager
+def postgres_schema_url(base_url: str) -> Iterator[str]:
+    """A URL whose connections see only a freshly created schema (``search_path``), dropped
+    with everything in it afterwards: tests on one server cannot see each other's tables."""
+    schema = f"test_{uuid.uuid4().hex[:16]}"
+    admin = make_engine(base_url, poolclass=NullPool)
+    with admin.begin() as connection:
+        connection.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    url = normalize_url(base_url).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as connection:
+            connection.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database: a SQLite file in tmp_path, or a private PostgreSQL schema on the
+    server of $CRYPTO_PIPELINES_TEST_PG_URL (skipped when that is unset)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'market.db'}"
+        return
+    base = os.environ.get(PG_URL_ENV, "").strip()
+    if not base:
+        pytest.skip(f"{PG_URL_ENV} not set (PostgreSQL tests need a server)")
+    with postgres_schema_url(base) as url:
+        yield url
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    """An engine on ``db_url`` (disposed before the database is dropped)."""
+    eng = make_engine(db_url)
+    yield eng
+    eng.dispose()

@@ -1,0 +1,131 @@
+"""Opening the market database: where it lives by default, and engines tuned per backend.
+
+SQLite is the zero-setup default and is written by several processes at once (Dagster runs
+each step in its own process), so every connection gets WAL journaling (readers never block
+the writer), a generous busy timeout (a writer waits for the lock instead of failing with
+"database is locked"), ``synchronous=NORMAL`` (durable at checkpoints, fast commits; safe
+with WAL) and foreign keys on. pysqlite's own transaction handling is switched off and
+SQLAlchemy's ``begin`` emits ``BEGIN`` itself, so writers can take the lock up front with
+``BEGIN IMMEDIATE`` (``write_transaction``): a deferred transaction that has to upgrade
+from reading to writing fails at once with SQLITE_BUSY, whatever the busy timeout.
+
+PostgreSQL goes through psycopg 3 (``postgresql+psycopg://``); plain ``postgresql://`` and
+``postgres://`` URLs are normalised to it.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+
+Source = Literal["live", "replay"]
+
+DB_URL_ENV: Final = "CRYPTO_PIPELINES_DB_URL"
+_DB_FILES: Final[dict[str, str]] = {"live": "market.db", "replay": "market-replay.db"}
+_SQLITE_BEGIN: Final = "crypto_pipelines_sqlite_begin"
+SQLITE_BUSY_TIMEOUT_MS: Final = 60_000
+_SQLITE_PRAGMAS: Final = (
+    f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}",
+    "PRAGMA synchronous = NORMAL",
+    "PRAGMA foreign_keys = ON",
+    "PRAGMA cache_size = -65536",  # 64 MiB page cache: big upserts touch many index pages
+    "PRAGMA temp_store = MEMORY",
+)
+
+
+def default_db_url(source: Source = "live") -> str:
+    """``$CRYPTO_PIPELINES_DB_URL`` if set; otherwise a SQLite file under ``$DAGSTER_HOME``
+    (``~/.crypto_pipelines`` when unset): ``market.db`` for live data and
+    ``market-replay.db`` for data loaded from the replay exchange, so replayed candles never
+    land beside real ones unless a URL says so."""
+    if source not in _DB_FILES:
+        raise ValueError(f"source must be 'live' or 'replay', got {source!r}")
+    url = os.environ.get(DB_URL_ENV, "").strip()
+    if url:
+        return url
+    home = os.environ.get("DAGSTER_HOME", "").strip()
+    folder = Path(home) if home else Path.home() / ".crypto_pipelines"
+    return f"sqlite:///{(folder.expanduser() / _DB_FILES[source]).resolve()}"
+
+
+def normalize_url(url: str | URL) -> URL:
+    """The URL with PostgreSQL routed to psycopg 3 (the only PostgreSQL driver installed)."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def make_engine(url: str | URL | None = None, **kwargs: Any) -> Engine:
+    """An engine for ``url`` (default: ``default_db_url("live")``) with the per-backend
+    settings described in the module docstring; ``kwargs`` go to ``sqlalchemy.create_engine``."""
+    parsed = normalize_url(url if url is not None else default_db_url("live"))
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:" and not database.startswith("file:"):
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(parsed, **kwargs)
+        sa.event.listen(engine, "connect", _sqlite_on_connect)
+        sa.event.listen(engine, "begin", _sqlite_on_begin)
+        return engine
+    if backend == "postgresql":
+        kwargs.setdefault("pool_pre_ping", True)
+        return sa.create_engine(parsed, **kwargs)
+    raise ValueError(
+        f"unsupported database {parsed.render_as_string(hide_password=True)!r}: use SQLite or PostgreSQL"
+    )
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None  # no implicit BEGIN: _sqlite_on_begin emits it
+    cursor = dbapi_connection.cursor()
+    try:
+        for pragma in _SQLITE_PRAGMAS:
+            cursor.execute(pragma)
+        _switch_to_wal(cursor)
+    finally:
+        cursor.close()
+
+
+def _switch_to_wal(cursor: sqlite3.Cursor) -> None:
+    """``PRAGMA journal_mode = WAL``, retried: on a fresh file, while another process is
+    switching or migrating it, SQLite can answer SQLITE_BUSY at once without consulting the
+    busy timeout (the change needs an exclusive lock). The mode is stored in the file, so
+    this only ever waits on a brand-new database."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    delay = 0.005
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.25)
+
+
+def _sqlite_on_begin(connection: Connection) -> None:
+    mode = connection.get_execution_options().get(_SQLITE_BEGIN, "DEFERRED")
+    connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """A connection inside a transaction meant for writing: committed when the block ends,
+    rolled back (nothing written) if it raises. On SQLite it starts with ``BEGIN IMMEDIATE``
+    so concurrent writers queue on the busy timeout instead of failing."""
+    with engine.connect() as connection:
+        if engine.dialect.name == "sqlite":
+            connection.execution_options(**{_SQLITE_BEGIN: "IMMEDIATE"})
+        with connection.begin():
+            yield connection

@@ -1,0 +1,1 @@
+"""Tests of crypto_pipelines.storage (every backend test runs on SQLite and PostgreSQL)."""
