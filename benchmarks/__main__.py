@@ -9,11 +9,13 @@ from benchmarks.common import Result, print_table, write_json
 
 
 def _registry() -> dict[str, Callable[[], list[Result]]]:
-    from benchmarks import replay_server
+    from benchmarks import fetch, replay_server, storage
 
     return {
         "replay_throughput": replay_server.throughput,
         "replay_memory": replay_server.memory,
+        "fetch": fetch.fetch_throughput,
+        "storage_upsert": storage.upsert_throughput,
     }
 
 

@@ -10,6 +10,7 @@ import logging
 
 import typer
 
+from crypto_pipelines.defs.cli import partitions_app
 from crypto_pipelines.replay.cli import replay_app
 
 app = typer.Typer(
@@ -19,14 +20,16 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(replay_app, name="replay")
+app.add_typer(partitions_app, name="partitions")
 
 
 @app.callback()
 def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
+    # Our own messages at INFO (DEBUG with -v); libraries (alembic, dagster) only warnings.
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("crypto_pipelines").setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
 def main() -> None:

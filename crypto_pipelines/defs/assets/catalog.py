@@ -1,0 +1,89 @@
+"""The instrument catalog: ``<exchange>/markets`` per exchange, and the cross-exchange
+``crypto_assets``, ``crypto_pairs`` and ``crypto_perps`` built from them."""
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import dagster as dg
+
+from crypto_pipelines.defs.metadata import definition_metadata
+from crypto_pipelines.defs.resources import ExchangesResource, MarketStoreResource
+from crypto_pipelines.domain.instruments import instruments_from_ccxt_markets
+from crypto_pipelines.domain.universe import ExchangeUniverse
+from crypto_pipelines.exchanges.loader import fetch_markets
+
+CATALOG_GROUP = "catalog"
+
+
+def markets_asset(exchange: str, config: ExchangeUniverse) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=[exchange, "markets"],
+        group_name=exchange,
+        pool=exchange,
+        kinds={"ccxt", "sql"},
+        description=f"{exchange}'s spot and perpetual-swap instruments (ccxt load_markets), upserted into "
+        "`crypto_pairs` and `crypto_perps`.",
+        tags={"exchange": exchange},
+    )
+    def _markets(
+        context: dg.AssetExecutionContext,
+        exchanges: ExchangesResource,
+        market_store: MarketStoreResource,
+    ) -> dg.MaterializeResult:
+        markets = fetch_markets(exchanges.client(exchange))
+        instruments = instruments_from_ccxt_markets(exchange, markets)
+        written = market_store.store().upsert_instruments(
+            pairs=instruments.pairs, perps=instruments.perps
+        )
+        listed = {pair.symbol for pair in instruments.pairs} | {perp.symbol for perp in instruments.perps}
+        missing = [s for s in config.symbols if s not in listed]
+        if missing:
+            context.log.warning(f"{exchange} does not list universe symbols {missing}")
+        return dg.MaterializeResult(
+            metadata={
+                "source": exchanges.source,
+                "pairs": len(instruments.pairs),
+                "perps": len(instruments.perps),
+                "skipped_other_types": len(instruments.skipped),
+                "rows_written": sum(written.values()),
+                "universe_symbols_not_listed": dg.MetadataValue.json(missing),
+            }
+        )
+
+    return _markets
+
+
+def catalog_assets(exchanges: Sequence[str]) -> list[dg.AssetsDefinition]:
+    deps = [dg.AssetKey([exchange, "markets"]) for exchange in exchanges]
+    built = []
+    for table, what in (
+        ("crypto_pairs", "spot pairs"),
+        ("crypto_perps", "perpetual swaps"),
+        ("crypto_assets", "currencies"),
+    ):
+        built.append(_catalog_asset(table, what, deps))
+    return built
+
+
+def _catalog_asset(table: str, what: str, deps: list[dg.AssetKey]) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=[table],
+        group_name=CATALOG_GROUP,
+        deps=deps,
+        kinds={"pandas", "sql"},
+        description=f"All exchanges' {what} (table `{table}`), validated against its Pandera model.",
+        metadata=definition_metadata(table),
+    )
+    def _catalog(
+        context: dg.AssetExecutionContext, market_store: MarketStoreResource
+    ) -> dg.MaterializeResult:
+        frame = market_store.store().read(table)
+        meta: dict[str, Any] = {"rows": len(frame), "dagster/row_count": len(frame)}
+        if "exchange" in frame.columns:
+            meta["by_exchange"] = dg.MetadataValue.json(dict(Counter(frame["exchange"])))
+        if "quote" in frame.columns:
+            meta["by_quote"] = dg.MetadataValue.json(dict(Counter(frame["quote"]).most_common(10)))
+        return dg.MaterializeResult(metadata=meta)
+
+    return _catalog

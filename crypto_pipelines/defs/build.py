@@ -1,0 +1,38 @@
+"""Everything the code location defines, built from the universe."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from crypto_pipelines.defs.assets.catalog import catalog_assets, markets_asset
+from crypto_pipelines.defs.assets.market_data import funding_rates_asset, ohlcv_asset, trades_asset
+from crypto_pipelines.defs.resources import ExchangesResource, MarketStoreResource
+from crypto_pipelines.defs.universe_sync import universe_partitions_sensor
+from crypto_pipelines.domain.universe import Universe
+
+
+def build_assets(universe: Universe) -> list[dg.AssetsDefinition]:
+    assets: list[dg.AssetsDefinition] = []
+    for exchange, config in universe.exchanges.items():
+        assets.append(markets_asset(exchange, config))
+        assets.extend(ohlcv_asset(exchange, config, timeframe) for timeframe in config.timeframes)
+        if config.trades:
+            assets.append(trades_asset(exchange, config))
+        if config.funding and config.perpetuals:
+            assets.append(funding_rates_asset(exchange, config))
+    assets.extend(catalog_assets(list(universe.exchanges)))
+    return assets
+
+
+def build_definitions(universe: Universe) -> dg.Definitions:
+    return dg.Definitions(
+        assets=build_assets(universe),
+        sensors=[universe_partitions_sensor(universe)],
+        resources={
+            "exchanges": ExchangesResource(source=universe.source),
+            "market_store": MarketStoreResource(
+                db_url=dg.EnvVar("CRYPTO_PIPELINES_DB_URL").get_value(),
+                source=universe.source,
+            ),
+        },
+    )

@@ -1,0 +1,34 @@
+"""``crypto-pipelines partitions sync``: register the universe's symbols as dynamic partitions."""
+
+import typer
+
+partitions_app = typer.Typer(help="Dagster partitions of the universe.", no_args_is_help=True)
+
+
+@partitions_app.command()
+def sync(
+    universe: str | None = typer.Option(
+        None, help="Universe YAML (default: $CRYPTO_PIPELINES_UNIVERSE or the default)."
+    ),
+    keep_removed: bool = typer.Option(
+        False, "--keep-removed", help="Do not drop symbols missing from the universe."
+    ),
+) -> None:
+    """Make each <exchange>_symbols partition set equal to the universe (idempotent). Uses the
+    Dagster instance of $DAGSTER_HOME."""
+    import dagster as dg
+
+    from crypto_pipelines.defs.universe_sync import sync_symbol_partitions
+    from crypto_pipelines.domain.universe import UniverseError, load_universe
+
+    try:
+        loaded = load_universe(universe)
+    except UniverseError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    with dg.DagsterInstance.get() as instance:
+        for result in sync_symbol_partitions(instance, loaded, remove=not keep_removed):
+            typer.echo(
+                f"{result.exchange}_symbols: {len(result.added)} added {list(result.added)}, "
+                f"{len(result.removed)} removed {list(result.removed)}"
+            )

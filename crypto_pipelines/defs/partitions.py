@@ -1,0 +1,95 @@
+"""Partitions: ``date`` (daily or monthly, UTC) x ``symbol`` (dynamic, per exchange).
+
+Daily dates for data that is dense (timeframes under 1h, trades); monthly for 1h and longer
+candles and for funding rates, so a partition always holds a useful amount of data. Symbols
+are dynamic partitions named ``<exchange>_symbols`` whose keys are ccxt unified symbols, kept
+equal to the universe by ``crypto-pipelines partitions sync`` and by a sensor.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+
+from crypto_pipelines.domain.timeframes import HOUR_MS, timeframe_ms
+
+DATE = "date"
+SYMBOL = "symbol"
+
+
+def symbols_partitions_name(exchange: str) -> str:
+    return f"{exchange}_symbols"
+
+
+def symbols_partitions(exchange: str) -> dg.DynamicPartitionsDefinition:
+    return dg.DynamicPartitionsDefinition(name=symbols_partitions_name(exchange))
+
+
+def date_partitions(start: str, *, monthly: bool) -> dg.TimeWindowPartitionsDefinition:
+    if monthly:
+        return dg.MonthlyPartitionsDefinition(start_date=start, timezone="UTC")
+    return dg.DailyPartitionsDefinition(start_date=start, timezone="UTC")
+
+
+def is_monthly(dataset: str, timeframe: str | None = None) -> bool:
+    """Monthly for 1h+ candles and funding rates; daily for finer candles and trades."""
+    if dataset == "funding_rates":
+        return True
+    if dataset == "ohlcv" and timeframe is not None:
+        return timeframe_ms(timeframe) >= HOUR_MS
+    return False
+
+
+def market_partitions(exchange: str, start: str, *, monthly: bool) -> dg.MultiPartitionsDefinition:
+    return dg.MultiPartitionsDefinition(
+        {DATE: date_partitions(start, monthly=monthly), SYMBOL: symbols_partitions(exchange)}
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolRange:
+    """A contiguous run of date partitions of one symbol: what one fetch covers."""
+
+    symbol: str
+    start_ms: int
+    end_ms: int  # exclusive
+    partition_keys: tuple[str, ...]
+
+
+def _window_ms(date_key: str, monthly: bool) -> tuple[int, int]:
+    start = datetime.strptime(date_key, "%Y-%m-%d").replace(tzinfo=UTC)
+    if monthly:
+        end = (start.replace(day=28) + timedelta(days=4)).replace(day=1)
+    else:
+        end = start + timedelta(days=1)
+    return int(start.timestamp() * 1000), int(end.timestamp() * 1000)
+
+
+def symbol_ranges(partition_keys: Iterable[str], *, monthly: bool) -> list[SymbolRange]:
+    """Group multi-partition keys (``2024-03-05|BTC/USDT``) into contiguous ranges per
+    symbol, so a backfill run fetches each symbol's span once instead of day by day."""
+    by_symbol: dict[str, list[tuple[int, int, str]]] = defaultdict(list)
+    for key in partition_keys:
+        date_key, symbol = str(key).split("|", 1)
+        start, end = _window_ms(date_key, monthly)
+        by_symbol[symbol].append((start, end, str(key)))
+    ranges: list[SymbolRange] = []
+    for symbol, windows in sorted(by_symbol.items()):
+        windows.sort()
+        run: list[tuple[int, int, str]] = []
+        for window in windows:
+            if run and window[0] != run[-1][1]:
+                ranges.append(_range(symbol, run))
+                run = []
+            run.append(window)
+        if run:
+            ranges.append(_range(symbol, run))
+    return ranges
+
+
+def _range(symbol: str, run: Sequence[tuple[int, int, str]]) -> SymbolRange:
+    return SymbolRange(symbol, run[0][0], run[-1][1], tuple(w[2] for w in run))

@@ -1,0 +1,75 @@
+"""Typed resources: ccxt exchange clients and the market store."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+from pydantic import Field, PrivateAttr
+
+from crypto_pipelines.domain.universe import Source
+from crypto_pipelines.exchanges.client import make_client
+from crypto_pipelines.replay.routing import REPLAY_URL_ENV
+from crypto_pipelines.storage.store import MarketStore
+
+
+class ExchangesResource(dg.ConfigurableResource):
+    """Stock ccxt clients, one per exchange id, with ccxt's rate limiter on.
+
+    ``source`` says where data comes from. ``replay`` routes every client to the replay
+    exchange at ``replay_url`` (default ``$CRYPTO_PIPELINES_REPLAY_URL``); ``live`` refuses to
+    run while a replay URL is set, so replayed data can never be stored as live data. API keys
+    (optional, public data needs none) come from ``CRYPTO_PIPELINES_<EXCHANGE>_API_KEY``,
+    ``_SECRET`` and ``_PASSWORD``."""
+
+    source: str = Field(default="live", description="live | replay")
+    replay_url: str | None = Field(
+        default=None, description=f"replay exchange base URL (default ${REPLAY_URL_ENV})"
+    )
+    timeout_ms: int = Field(default=10_000, description="ccxt request timeout")
+
+    _clients: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    def effective_replay_url(self) -> str | None:
+        import os
+
+        return self.replay_url or os.environ.get(REPLAY_URL_ENV) or None
+
+    def client(self, exchange_id: str) -> Any:
+        if exchange_id not in self._clients:
+            url = self.effective_replay_url()
+            if self.source == "replay" and not url:
+                raise dg.Failure(
+                    f"source is 'replay' but no replay exchange is configured: set {REPLAY_URL_ENV}"
+                )
+            if self.source == "live" and url:
+                raise dg.Failure(
+                    f"{REPLAY_URL_ENV} is set but the universe's source is 'live': set CRYPTO_PIPELINES_SOURCE=replay "
+                    "so replayed data is stored apart from live data"
+                )
+            self._clients[exchange_id] = make_client(
+                exchange_id, replay_url=url, timeout_ms=self.timeout_ms
+            )
+        return self._clients[exchange_id]
+
+
+class MarketStoreResource(dg.ConfigurableResource):
+    """The SQL database of market data. ``db_url`` defaults to ``$CRYPTO_PIPELINES_DB_URL``,
+    else a SQLite file under ``DAGSTER_HOME``: ``market.db`` for live data and
+    ``market-replay.db`` for replayed data."""
+
+    db_url: str | None = Field(default=None, description="SQLAlchemy URL of the market database")
+    source: str = Field(default="live", description="live | replay (chooses the default database)")
+
+    _store: MarketStore | None = PrivateAttr(default=None)
+
+    def store(self) -> MarketStore:
+        if self._store is None:
+            source: Source = "replay" if self.source == "replay" else "live"
+            self._store = MarketStore.open(self.db_url, source=source)
+        return self._store
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None

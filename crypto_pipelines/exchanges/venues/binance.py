@@ -1,0 +1,163 @@
+"""Binance: spot (``/api/v3``), USDⓈ-M perpetuals (``/fapi/v1``) and COIN-M perpetuals
+(``/dapi/v1``), all through ccxt's ``binance`` client.
+
+Klines answer the oldest ``limit`` candles with ``openTime >= startTime`` (both bounds
+inclusive), so the loader pages forward from the last candle. ccxt caps a request at 1,000
+candles on spot and futures alike (fapi would allow 1,500); we ask for what ccxt asks. Trades
+are aggTrades paged by ``fromId``: a time window with more than ``limit`` trades answers its
+*last* ones, so paging by time would skip trades. Inverse klines carry base-currency volume in
+column 7 (column 5 counts contracts), as ccxt reads them.
+"""
+
+from __future__ import annotations
+
+from crypto_pipelines.domain.timeframes import HOUR_MS
+from crypto_pipelines.exchanges.venues.spec import (
+    Anchor,
+    CandleColumns,
+    FundingSpec,
+    OhlcvSpec,
+    Quirk,
+    RangeQuery,
+    RateBudget,
+    TradeFields,
+    TradesPaging,
+    TradesSpec,
+    VenueSpec,
+    frozen,
+)
+
+_TIMEFRAMES = (
+    "1m",
+    "3m",
+    "5m",
+    "15m",
+    "30m",
+    "1h",
+    "2h",
+    "4h",
+    "6h",
+    "8h",
+    "12h",
+    "1d",
+    "3d",
+    "1w",
+)
+
+
+def _klines(method: str) -> tuple[RangeQuery, ...]:
+    return (RangeQuery(method, 1000, Anchor.OLDEST, "startTime", "endTime"),)
+
+
+def _funding(method: str) -> RangeQuery:
+    return RangeQuery(method, 1000, Anchor.OLDEST, "startTime", "endTime")
+
+
+BINANCE = VenueSpec(
+    id="binance",
+    market_types=frozenset({"spot", "swap"}),
+    symbol_param="symbol",
+    market_params=frozen({}),
+    ohlcv=OhlcvSpec(
+        queries=frozen(
+            {
+                "spot": _klines("publicGetKlines"),
+                "linear": _klines("fapiPublicGetKlines"),
+                "inverse": _klines("dapiPublicGetKlines"),
+            }
+        ),
+        interval_param="interval",
+        intervals=frozen({tf: tf for tf in _TIMEFRAMES}),
+        rows_path=(),
+        columns=CandleColumns(0, 1, 2, 3, 4, volume=frozen({"spot": 5, "linear": 5, "inverse": 7})),
+        newest_first=False,
+    ),
+    trades=TradesSpec(
+        paging=TradesPaging.FROM_ID,
+        methods=frozen(
+            {
+                "spot": "publicGetAggTrades",
+                "linear": "fapiPublicGetAggTrades",
+                "inverse": "dapiPublicGetAggTrades",
+            }
+        ),
+        max_rows=frozen({"spot": 1000, "linear": 1000, "inverse": 1000}),
+        rows_path=(),
+        fields=TradeFields(
+            id="a",
+            ts="T",
+            price="p",
+            amount="q",
+            side="m",
+            sides=frozen({True: "sell", False: "buy"}),
+        ),
+        newest_first=False,
+        from_id_param="fromId",
+        end_time_param="endTime",
+    ),
+    funding=FundingSpec(
+        interval_ms=8 * HOUR_MS,
+        queries=frozen(
+            {
+                "linear": _funding("fapiPublicGetFundingRate"),
+                "inverse": _funding("dapiPublicGetFundingRate"),
+            }
+        ),
+        rows_path=(),
+        ts_field="fundingTime",
+        rate_fields=("fundingRate",),
+        newest_first=False,
+    ),
+    quirks=frozenset({Quirk.TIME_WINDOW_RETURNS_LAST_ROWS}),
+    rate_budgets=(
+        RateBudget(
+            "spot request weight",
+            6000,
+            60_000,
+            "IP",
+            frozen({"publicGetKlines": 2, "publicGetAggTrades": 4, "publicGetExchangeInfo": 20}),
+        ),
+        RateBudget(
+            "USDⓈ-M request weight",
+            2400,
+            60_000,
+            "IP",
+            frozen(
+                {
+                    "fapiPublicGetKlines": 5,
+                    "fapiPublicGetAggTrades": 20,
+                    "fapiPublicGetExchangeInfo": 1,
+                }
+            ),
+        ),
+        RateBudget(
+            "COIN-M request weight",
+            2400,
+            60_000,
+            "IP",
+            frozen(
+                {
+                    "dapiPublicGetKlines": 5,
+                    "dapiPublicGetAggTrades": 20,
+                    "dapiPublicGetExchangeInfo": 1,
+                }
+            ),
+        ),
+        RateBudget(
+            "funding rate requests",
+            500,
+            300_000,
+            "IP",
+            frozen({"fapiPublicGetFundingRate": 1, "dapiPublicGetFundingRate": 1}),
+        ),
+    ),
+    # Spot, USDⓈ-M and COIN-M markets only (no options); no margin pairs or currencies, which
+    # are private calls that need keys and tell us nothing about market data.
+    ccxt_options=frozen(
+        {
+            "fetchMarkets": {"types": ["spot", "linear", "inverse"]},
+            "fetchMargins": False,
+            "fetchCurrencies": False,
+        }
+    ),
+)

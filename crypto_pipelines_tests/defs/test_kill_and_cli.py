@@ -1,0 +1,140 @@
+"""A run killed mid-way (SIGKILL) and re-run ends complete without duplicates; the
+``dagster asset materialize --partition-range`` CLI path loads a range in one run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from crypto_pipelines.replay import ReplayClock, ReplayServer, Tape
+from crypto_pipelines.replay.synth import SynthSpec, write_synthetic_tape
+from crypto_pipelines.storage.store import MarketStore
+
+START = datetime(2024, 1, 1, tzinfo=UTC)
+DAYS = 20
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def long_tape(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tape]:
+    root = tmp_path_factory.mktemp("long")
+    spec = SynthSpec(
+        exchanges=("binance",),
+        symbols={"binance": ("BTC/USDT",)},
+        timeframes=("1m",),
+        start=START,
+        days=DAYS,
+        trades=False,
+        books=False,
+        funding=False,
+    )
+    write_synthetic_tape(root, spec)
+    tape = Tape.load(root)
+    yield tape
+    tape.close()
+
+
+def _env(tmp: Path, server: ReplayServer, db_url: str) -> dict[str, str]:
+    universe = tmp / "universe.yaml"
+    universe.write_text(
+        "source: replay\nexchanges:\n  binance:\n    symbols: [BTC/USDT]\n    timeframes: [1m]\n    start: 2024-01-01\n    funding: false\n"
+    )
+    home = tmp / "dagster_home"
+    home.mkdir(exist_ok=True)
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = dict(os.environ)
+    env.update(
+        {
+            "DAGSTER_HOME": str(home),
+            "CRYPTO_PIPELINES_UNIVERSE": str(universe),
+            "CRYPTO_PIPELINES_REPLAY_URL": server.url,
+            "CRYPTO_PIPELINES_DB_URL": db_url,
+        }
+    )
+    env.pop("CRYPTO_PIPELINES_SOURCE", None)
+    subprocess.run(
+        [str(BIN / "crypto-pipelines"), "partitions", "sync"],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    return env
+
+
+def _materialize_cmd(partition_args: list[str]) -> list[str]:
+    return [
+        str(BIN / "dagster"),
+        "asset",
+        "materialize",
+        "-m",
+        "crypto_pipelines.definitions",
+        "--select",
+        "binance/ohlcv_1m",
+        *partition_args,
+    ]
+
+
+def _set_latency(server: ReplayServer, ms: float) -> None:
+    body = json.dumps({"latency_ms": ms, "seed": 1}).encode()
+    urllib.request.urlopen(
+        urllib.request.Request(server.url + "/_replay/faults", data=body, method="PUT"), timeout=10
+    ).read()
+
+
+def test_sigkill_mid_run_then_rerun_completes_without_duplicates(
+    long_tape: Tape, tmp_path: Path, db_url: str
+) -> None:
+    clock = ReplayClock(start_ms=int(START.timestamp() * 1000) + (DAYS + 1) * 86_400_000, speed=0)
+    expected = len(long_tape.exchanges["binance"].symbols["BTC/USDT"].ohlcv["1m"])
+    with ReplayServer(long_tape, clock=clock) as server:
+        env = _env(tmp_path, server, db_url)
+        rng = ["--partition-range", f"2024-01-01|BTC/USDT...2024-01-{DAYS:02d}|BTC/USDT"]
+        _set_latency(
+            server, 150
+        )  # ~29 requests: several seconds, chunks of 10,000 stored as they come
+        proc = subprocess.Popen(
+            _materialize_cmd(rng),
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        store = MarketStore.open(db_url)
+        try:
+            deadline = time.monotonic() + 120
+            stored = 0
+            while time.monotonic() < deadline and proc.poll() is None:
+                stored = store.count("ohlcv", exchange="binance")
+                if stored >= 10_000:
+                    break
+                time.sleep(0.05)
+            assert proc.poll() is None, (
+                f"run ended before it could be killed: {proc.stdout.read() if proc.stdout else ''}"
+            )
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+            partial = store.count("ohlcv", exchange="binance")
+            assert 0 < partial < expected, (partial, expected)
+
+            _set_latency(server, 0)
+            done = subprocess.run(
+                _materialize_cmd(rng), env=env, capture_output=True, text=True, timeout=300
+            )
+            assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+            frame = store.read("ohlcv", exchange="binance", symbol="BTC/USDT", timeframe="1m")
+        finally:
+            store.close()
+    assert len(frame) == expected and frame["ts"].is_unique and frame["ts"].is_monotonic_increasing
+    series = long_tape.exchanges["binance"].symbols["BTC/USDT"].ohlcv["1m"]
+    assert frame["ts"].tolist() == series.file.ts.tolist()
+    assert frame["close"].tolist() == [float(c.close) for c in series.rows(0, len(series))]
