@@ -9,13 +9,16 @@ from benchmarks.common import Result, print_table, write_json
 
 
 def _registry() -> dict[str, Callable[[], list[Result]]]:
-    from benchmarks import fetch, replay_server, storage
+    from benchmarks import dagster_backfill, fetch, ingest, replay_server, storage
 
     return {
         "replay_throughput": replay_server.throughput,
         "replay_memory": replay_server.memory,
         "fetch": fetch.fetch_throughput,
         "storage_upsert": storage.upsert_throughput,
+        "ingest_e2e": ingest.end_to_end,
+        "ingest_limits": ingest.with_limits,
+        "dagster_backfill": dagster_backfill.one_year_backfill,
     }
 
 

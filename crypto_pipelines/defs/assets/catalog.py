@@ -36,7 +36,9 @@ def markets_asset(exchange: str, config: ExchangeUniverse) -> dg.AssetsDefinitio
         written = market_store.store().upsert_instruments(
             pairs=instruments.pairs, perps=instruments.perps
         )
-        listed = {pair.symbol for pair in instruments.pairs} | {perp.symbol for perp in instruments.perps}
+        listed = {pair.symbol for pair in instruments.pairs} | {
+            perp.symbol for perp in instruments.perps
+        }
         missing = [s for s in config.symbols if s not in listed]
         if missing:
             context.log.warning(f"{exchange} does not list universe symbols {missing}")
