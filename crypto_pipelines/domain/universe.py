@@ -24,37 +24,6 @@ SOURCE_ENV = "CRYPTO_PIPELINES_SOURCE"
 
 Source = Literal["live", "replay"]
 
-#: What each supported exchange offers, as far as configuration is concerned. The full venue
-#: capabilities live in ``crypto_pipelines.exchanges``; this is the subset a universe is
-#: checked against.
-EXCHANGE_TIMEFRAMES: dict[str, tuple[str, ...]] = {
-    "binance": (
-        "1m",
-        "3m",
-        "5m",
-        "15m",
-        "30m",
-        "1h",
-        "2h",
-        "4h",
-        "6h",
-        "8h",
-        "12h",
-        "1d",
-        "3d",
-        "1w",
-    ),
-    "okx": ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "12h", "1d", "1w"),
-    "bybit": ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "12h", "1d", "1w"),
-    "coinbaseexchange": ("1m", "5m", "15m", "1h", "6h", "1d"),
-}
-EXCHANGE_HAS_SWAPS: dict[str, bool] = {
-    "binance": True,
-    "okx": True,
-    "bybit": True,
-    "coinbaseexchange": False,
-}
-
 
 class UniverseError(ValueError):
     """A universe file that cannot be used; the message names the file, key and reason."""
@@ -113,16 +82,20 @@ class Universe(BaseModel):
 
     @model_validator(mode="after")
     def _exchanges_supported(self) -> Universe:
+        # The venue registry is the one record of what each exchange offers.
+        from crypto_pipelines.exchanges.venues import VENUES
+
         for name, exchange in self.exchanges.items():
-            if name not in EXCHANGE_TIMEFRAMES:
-                known = ", ".join(sorted(EXCHANGE_TIMEFRAMES))
+            venue = VENUES.get(name)
+            if venue is None:
+                known = ", ".join(sorted(VENUES))
                 raise ValueError(f"exchanges.{name}: unknown exchange (supported: {known})")
-            unsupported = [t for t in exchange.timeframes if t not in EXCHANGE_TIMEFRAMES[name]]
+            unsupported = [t for t in exchange.timeframes if t not in venue.timeframes]
             if unsupported:
                 raise ValueError(
                     f"exchanges.{name}.timeframes: {name} has no {', '.join(unsupported)} candles"
                 )
-            if exchange.perpetuals and not EXCHANGE_HAS_SWAPS[name]:
+            if exchange.perpetuals and "swap" not in venue.market_types:
                 raise ValueError(
                     f"exchanges.{name}.symbols: {name} lists no perpetual swaps: {', '.join(exchange.perpetuals)}"
                 )
