@@ -9,7 +9,7 @@ from benchmarks.common import Result, print_table, write_json
 
 
 def _registry() -> dict[str, Callable[[], list[Result]]]:
-    from benchmarks import dagster_backfill, fetch, ingest, replay_server, storage
+    from benchmarks import dagster_backfill, fetch, ingest, replay_server, soak, storage
 
     return {
         "replay_throughput": replay_server.throughput,
@@ -19,6 +19,7 @@ def _registry() -> dict[str, Callable[[], list[Result]]]:
         "ingest_e2e": ingest.end_to_end,
         "ingest_limits": ingest.with_limits,
         "dagster_backfill": dagster_backfill.one_year_backfill,
+        "soak": soak.soak,  # 5 minutes; CRYPTO_PIPELINES_SOAK_S=60 for a quick run
     }
 
 

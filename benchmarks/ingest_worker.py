@@ -8,10 +8,20 @@ import json
 import resource
 import sys
 import time
+from pathlib import Path
 
 from crypto_pipelines.exchanges import get_venue, make_client
 from crypto_pipelines.exchanges.ingest import load_ohlcv
 from crypto_pipelines.storage.store import MarketStore
+
+
+def _peak_rss_mb() -> float:
+    """This process's own peak (VmHWM). Not ``ru_maxrss``: Linux carries that across fork and
+    exec, so a worker would report its parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main(argv: list[str]) -> None:
@@ -25,7 +35,7 @@ def main(argv: list[str]) -> None:
             client, get_venue(exchange), store, symbol, "1m", int(start), int(end), resume=False
         )
         elapsed = time.perf_counter() - t0
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = _peak_rss_mb()
     print(
         json.dumps(
             {

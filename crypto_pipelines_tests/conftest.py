@@ -24,6 +24,16 @@ VENUE_SAMPLES = SHARED / "fixtures" / "venue-samples"
 PG_URL_ENV = "CRYPTO_PIPELINES_TEST_PG_URL"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def rate_budget_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Shared rate-budget files (``exchanges.budget``) of this session's replay servers in a
+    folder of its own, not piled up in the system's temporary directory."""
+    folder = tmp_path_factory.mktemp("rate-budgets")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CRYPTO_PIPELINES_RATE_BUDGET_DIR", str(folder))
+        yield folder
+
+
 def require_shared(path: Path = SHARED) -> Path:
     """Skip the calling test cleanly when ../shared (or the given file in it) is absent."""
     if not path.exists():

@@ -6,7 +6,17 @@ import dagster as dg
 
 from crypto_pipelines.defs.assets.catalog import catalog_assets, markets_asset
 from crypto_pipelines.defs.assets.market_data import funding_rates_asset, ohlcv_asset, trades_asset
+from crypto_pipelines.defs.checks.cross_exchange import (
+    cross_exchange_checks,
+    cross_exchange_resource,
+)
+from crypto_pipelines.defs.checks.gaps import gaps_checks
+from crypto_pipelines.defs.checks.schema import schema_checks
+from crypto_pipelines.defs.freshness import with_freshness_policies
 from crypto_pipelines.defs.resources import ExchangesResource, MarketStoreResource
+from crypto_pipelines.defs.schedules import daily_schedules
+from crypto_pipelines.defs.sensors.gap_repair import gap_repair_sensor
+from crypto_pipelines.defs.sensors.incremental import incremental_sensors
 from crypto_pipelines.defs.universe_sync import universe_partitions_sensor
 from crypto_pipelines.domain.universe import Universe
 
@@ -18,7 +28,7 @@ def build_assets(universe: Universe) -> list[dg.AssetsDefinition]:
         assets.extend(ohlcv_asset(exchange, config, timeframe) for timeframe in config.timeframes)
         if config.trades:
             assets.append(trades_asset(exchange, config))
-        if config.funding and config.perpetuals:
+        if config.funding and config.may_list_perpetuals:
             assets.append(funding_rates_asset(exchange, config))
     assets.extend(catalog_assets(list(universe.exchanges)))
     return assets
@@ -26,13 +36,21 @@ def build_assets(universe: Universe) -> list[dg.AssetsDefinition]:
 
 def build_definitions(universe: Universe) -> dg.Definitions:
     return dg.Definitions(
-        assets=build_assets(universe),
-        sensors=[universe_partitions_sensor(universe)],
+        assets=with_freshness_policies(build_assets(universe)),
+        asset_checks=[
+            *gaps_checks(universe),
+            *schema_checks(universe),
+            *cross_exchange_checks(universe),
+        ],
+        sensors=[universe_partitions_sensor(universe), gap_repair_sensor(universe)]
+        + incremental_sensors(universe),
+        schedules=daily_schedules(universe),
         resources={
             "exchanges": ExchangesResource(source=universe.source),
             "market_store": MarketStoreResource(
                 db_url=dg.EnvVar("CRYPTO_PIPELINES_DB_URL").get_value(),
                 source=universe.source,
             ),
+            "cross_exchange": cross_exchange_resource(),
         },
     )

@@ -30,9 +30,17 @@ def symbols_partitions(exchange: str) -> dg.DynamicPartitionsDefinition:
 
 
 def date_partitions(start: str, *, monthly: bool) -> dg.TimeWindowPartitionsDefinition:
+    """``end_offset=1``: the current (still open) day or month is a partition too, so the
+    incremental sensor can load today's closed candles as they close; its materializations
+    hold closed data only, and later runs resume after the newest stored row. Months start
+    on the 1st of ``start``'s month: Dagster's first monthly partition is the first whole
+    month after its start date, which would leave a mid-month start's first days without one."""
     if monthly:
-        return dg.MonthlyPartitionsDefinition(start_date=start, timezone="UTC")
-    return dg.DailyPartitionsDefinition(start_date=start, timezone="UTC")
+        first_of_month = f"{start[:7]}-01"
+        return dg.MonthlyPartitionsDefinition(
+            start_date=first_of_month, timezone="UTC", end_offset=1
+        )
+    return dg.DailyPartitionsDefinition(start_date=start, timezone="UTC", end_offset=1)
 
 
 def is_monthly(dataset: str, timeframe: str | None = None) -> bool:

@@ -8,13 +8,19 @@ import dagster as dg
 from pydantic import Field, PrivateAttr
 
 from crypto_pipelines.domain.universe import Source
+from crypto_pipelines.exchanges.budget import DEFAULT_MARGIN, SharedBudget
 from crypto_pipelines.exchanges.client import make_client
 from crypto_pipelines.replay.routing import REPLAY_URL_ENV
 from crypto_pipelines.storage.store import MarketStore
 
 
 class ExchangesResource(dg.ConfigurableResource):
-    """Stock ccxt clients, one per exchange id, with ccxt's rate limiter on.
+    """Stock ccxt clients, one per exchange id, paced by each exchange's request budget
+    shared with every other process on the machine (``exchanges.budget``: runs, sensors,
+    notebooks), so concurrent runs stay inside it together. ccxt's own throttler is off
+    while the shared budget is on (it paces one process only, at prices of its own: a lone
+    USDⓈ-M loader got half the budget in ``benchmarks.soak``); without the shared budget it
+    is always on.
 
     ``source`` says where data comes from. ``replay`` routes every client to the replay
     exchange at ``replay_url`` (default ``$CRYPTO_PIPELINES_REPLAY_URL``); ``live`` refuses to
@@ -27,6 +33,16 @@ class ExchangesResource(dg.ConfigurableResource):
         default=None, description=f"replay exchange base URL (default ${REPLAY_URL_ENV})"
     )
     timeout_ms: int = Field(default=10_000, description="ccxt request timeout")
+    rate_budget: bool = Field(
+        default=True, description="share each exchange's request budget across processes"
+    )
+    rate_budget_margin: float = Field(
+        default=DEFAULT_MARGIN, description="share of each budget this machine spends"
+    )
+    ccxt_rate_limit: bool = Field(
+        default=False,
+        description="ccxt's in-process throttler as well (always on without rate_budget)",
+    )
 
     _clients: dict[str, Any] = PrivateAttr(default_factory=dict)
 
@@ -47,8 +63,17 @@ class ExchangesResource(dg.ConfigurableResource):
                     f"{REPLAY_URL_ENV} is set but the universe's source is 'live': set CRYPTO_PIPELINES_SOURCE=replay "
                     "so replayed data is stored apart from live data"
                 )
+            budget = (
+                SharedBudget.for_venue(exchange_id, replay_url=url, margin=self.rate_budget_margin)
+                if self.rate_budget
+                else False
+            )
             self._clients[exchange_id] = make_client(
-                exchange_id, replay_url=url, timeout_ms=self.timeout_ms
+                exchange_id,
+                replay_url=url,
+                timeout_ms=self.timeout_ms,
+                enable_rate_limit=self.ccxt_rate_limit or not self.rate_budget,
+                rate_budget=budget,
             )
         return self._clients[exchange_id]
 

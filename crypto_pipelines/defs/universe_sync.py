@@ -4,14 +4,35 @@ Used by ``crypto-pipelines partitions sync`` (before the daemon runs) and by the
 ``universe_partitions_sensor`` (once it does), so symbols appear in the UI without a manual
 step. Adding is idempotent; symbols dropped from the universe are removed from the partition
 set (their stored data and materialization history stay).
+
+Where the universe configures ``filters`` for an exchange, the sensor adds the markets of the
+stored listing (``crypto_pairs`` / ``crypto_perps``, refreshed by ``<exchange>/markets``) that
+match them, ranked by the 24-hour volumes ``<exchange>/markets`` recorded when ``top_n_by_volume``
+is set: a new listing joins without editing the file. The partitions then equal the explicit
+symbols plus the current selection, so a market that leaves it (delisted, out of the top N,
+filters changed) is removed like a symbol dropped from the file. A listing is judged at the
+exchange's clock (one ``fetch_time`` per filtered exchange per tick). The CLI, which has no
+exchange at hand, only adds the explicit symbols and never removes from a filtered exchange.
 """
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import ccxt
 import dagster as dg
 
 from crypto_pipelines.defs.partitions import symbols_partitions_name
-from crypto_pipelines.domain.universe import Universe
+from crypto_pipelines.defs.resources import ExchangesResource, MarketStoreResource
+from crypto_pipelines.defs.sensors.incremental import exchange_clock_ms
+from crypto_pipelines.domain.listings import (
+    VOLUME_RANKING_METADATA,
+    listings_from_frames,
+    select_listings,
+    volumes_from_ranking,
+)
+from crypto_pipelines.domain.universe import ExchangeUniverse, Universe
+from crypto_pipelines.exchanges.errors import FetchError
+from crypto_pipelines.storage.store import MarketStore
 
 
 @dataclass(frozen=True)
@@ -22,14 +43,24 @@ class SyncResult:
 
 
 def plan_symbol_partitions(
-    instance: dg.DagsterInstance, universe: Universe, *, remove: bool = True
+    instance: dg.DagsterInstance,
+    universe: Universe,
+    *,
+    remove: bool = True,
+    selected: Mapping[str, Sequence[str]] | None = None,
 ) -> list[SyncResult]:
-    """What must change for the partitions to equal the universe (nothing is changed)."""
+    """What must change for the partitions to equal the universe (nothing is changed).
+
+    ``selected`` holds the symbols the filters select, per exchange; for an exchange with
+    filters but no selection given, nothing is removed (its selection is unknown)."""
+    selected = selected or {}
     results = []
     for exchange, config in universe.exchanges.items():
         existing = set(instance.get_dynamic_partitions(symbols_partitions_name(exchange)))
-        added = tuple(s for s in config.symbols if s not in existing)
-        removed = tuple(sorted(existing - set(config.symbols))) if remove else ()
+        wanted = tuple(dict.fromkeys([*config.symbols, *selected.get(exchange, ())]))
+        added = tuple(s for s in wanted if s not in existing)
+        known = config.filters is None or exchange in selected
+        removed = tuple(sorted(existing - set(wanted))) if remove and known else ()
         results.append(SyncResult(exchange, added, removed))
     return results
 
@@ -48,19 +79,64 @@ def sync_symbol_partitions(
     return results
 
 
+def recorded_volumes(instance: dg.DagsterInstance, exchange: str) -> dict[str, float]:
+    """The 24h USD volumes the latest ``<exchange>/markets`` materialization ranked."""
+    event = instance.get_latest_materialization_event(dg.AssetKey([exchange, "markets"]))
+    materialization = event.asset_materialization if event is not None else None
+    if materialization is None:
+        return {}
+    value = materialization.metadata.get(VOLUME_RANKING_METADATA)
+    return volumes_from_ranking(getattr(value, "value", None))
+
+
+def filter_selection(
+    instance: dg.DagsterInstance,
+    exchange: str,
+    config: ExchangeUniverse,
+    store: MarketStore,
+    now_ms: int,
+) -> tuple[str, ...]:
+    """The symbols ``config.filters`` select from the stored listing at ``now_ms``."""
+    if config.filters is None:
+        return ()
+    listings = listings_from_frames(
+        store.read("crypto_pairs", exchange=exchange), store.read("crypto_perps", exchange=exchange)
+    )
+    volumes = recorded_volumes(instance, exchange) if config.filters.top_n_by_volume else None
+    return select_listings(config.filters, listings.values(), now_ms, volumes)
+
+
 def universe_partitions_sensor(universe: Universe) -> dg.SensorDefinition:
-    """Registers the universe's symbols as dynamic partitions when the daemon runs, through
-    the sensor's own dynamic-partition requests so every change shows in the sensor's log."""
+    """Registers the universe's symbols (explicit and selected by filters) as dynamic
+    partitions when the daemon runs, through the sensor's own dynamic-partition requests so
+    every change shows in the sensor's log."""
 
     @dg.sensor(
         name="universe_partitions_sensor",
         minimum_interval_seconds=60,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Keeps <exchange>_symbols dynamic partitions equal to the universe file.",
+        description="Keeps <exchange>_symbols dynamic partitions equal to the universe file, "
+        "plus the stored markets its filters select.",
     )
-    def _sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+    def _sensor(
+        context: dg.SensorEvaluationContext,
+        exchanges: ExchangesResource,
+        market_store: MarketStoreResource,
+    ) -> dg.SensorResult | dg.SkipReason:
+        selected: dict[str, tuple[str, ...]] = {}
+        for exchange, config in universe.exchanges.items():
+            if config.filters is None:
+                continue
+            try:
+                now = exchange_clock_ms(exchanges, exchange)
+            except (ccxt.BaseError, FetchError) as exc:
+                context.log.warning(f"{exchange} clock unavailable, filters not applied: {exc}")
+                continue
+            selected[exchange] = filter_selection(
+                context.instance, exchange, config, market_store.store(), now
+            )
         requests: list[dg.AddDynamicPartitionsRequest | dg.DeleteDynamicPartitionsRequest] = []
-        for result in plan_symbol_partitions(context.instance, universe):
+        for result in plan_symbol_partitions(context.instance, universe, selected=selected):
             name = symbols_partitions_name(result.exchange)
             if result.added:
                 requests.append(dg.AddDynamicPartitionsRequest(name, list(result.added)))

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from crypto_pipelines.domain.symbols import SymbolError, parse_symbol
 from crypto_pipelines.domain.timeframes import TimeframeError, timeframe_ms
+from crypto_pipelines.domain.universe_options import IncrementalSettings, ListingFilters
 
 UNIVERSE_ENV = "CRYPTO_PIPELINES_UNIVERSE"
 SOURCE_ENV = "CRYPTO_PIPELINES_SOURCE"
@@ -34,11 +35,13 @@ class ExchangeUniverse(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    symbols: tuple[str, ...] = Field(min_length=1)
+    symbols: tuple[str, ...] = ()
     timeframes: tuple[str, ...] = ("1m", "1h", "1d")
     start: date = date(2024, 1, 1)
     trades: bool = False
     funding: bool = True
+    filters: ListingFilters | None = None
+    incremental: IncrementalSettings = IncrementalSettings()
 
     @field_validator("symbols")
     @classmethod
@@ -62,6 +65,12 @@ class ExchangeUniverse(BaseModel):
                 raise ValueError(str(exc)) from None
         return tuple(sorted(set(value), key=timeframe_ms))
 
+    @model_validator(mode="after")
+    def _symbols_or_filters(self) -> ExchangeUniverse:
+        if not self.symbols and self.filters is None:
+            raise ValueError("give symbols, filters or both")
+        return self
+
     @property
     def start_ms(self) -> int:
         return int(
@@ -72,6 +81,12 @@ class ExchangeUniverse(BaseModel):
     @property
     def perpetuals(self) -> tuple[str, ...]:
         return tuple(s for s in self.symbols if parse_symbol(s).settle is not None)
+
+    @property
+    def may_list_perpetuals(self) -> bool:
+        """Whether perpetual swaps can be among the symbols: listed ones, or via the filters
+        (decides whether a funding-rates asset is built)."""
+        return bool(self.perpetuals) or (self.filters is not None and "swap" in self.filters.types)
 
 
 class Universe(BaseModel):
@@ -98,6 +113,12 @@ class Universe(BaseModel):
             if exchange.perpetuals and "swap" not in venue.market_types:
                 raise ValueError(
                     f"exchanges.{name}.symbols: {name} lists no perpetual swaps: {', '.join(exchange.perpetuals)}"
+                )
+            filters = exchange.filters
+            if filters is not None and not set(filters.types) <= venue.market_types:
+                wrong = sorted(set(filters.types) - venue.market_types)
+                raise ValueError(
+                    f"exchanges.{name}.filters.types: {name} lists no {', '.join(wrong)} markets"
                 )
         return self
 

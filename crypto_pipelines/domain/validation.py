@@ -9,6 +9,8 @@ names (``price_positive``), structural problems as ``column:check``
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import pandas as pd
 import pandera.errors as pa_errors
 
@@ -45,35 +47,53 @@ def validate_frame(dataset: Dataset | str, frame: pd.DataFrame) -> pd.DataFrame:
     return validated[list(ds.columns)]
 
 
-def failure_counts(dataset: Dataset | str, failure_cases: pd.DataFrame) -> dict[str, int]:
+def failure_counts(
+    dataset: Dataset | str, failure_cases: pd.DataFrame, extra_rules: Collection[str] = ()
+) -> dict[str, int]:
     """``{rule: failing rows}`` from a ``SchemaErrors.failure_cases`` table of this dataset.
 
     A row counts once per rule however many of its cells fail it; a failure not tied to a
-    row (a missing column, a check that raised) counts as 1."""
+    row (a missing column, a check that raised) counts as 1. ``extra_rules`` names checks
+    added to the model for one validation (an audit's window rule), counted like its own."""
     ds = get_dataset(dataset) if isinstance(dataset, str) else dataset
     counts: dict[str, int] = {}
-    for key, group in _by_rule(ds, failure_cases):
+    for key, group in _by_rule(ds, failure_cases, extra_rules):
         rows = group["index"].dropna()
         counts[key] = int(rows.nunique()) if len(rows) else 1
     return dict(sorted(counts.items()))
 
 
-def _rule_key(ds: Dataset, column: object, check: object, failure_case: object) -> str:
+def rule_keys(
+    dataset: Dataset | str, failure_cases: pd.DataFrame, extra_rules: Collection[str] = ()
+) -> list[str]:
+    """The rule each row of a ``failure_cases`` table belongs to, as ``failure_counts``
+    names it: a value rule by its name, a structural problem as ``column:check``."""
+    ds = get_dataset(dataset) if isinstance(dataset, str) else dataset
+    rules = ds.rules | frozenset(extra_rules)
+    return [
+        _rule_key(rules, column, check, case)
+        for column, check, case in zip(
+            failure_cases["column"],
+            failure_cases["check"],
+            failure_cases["failure_case"],
+            strict=True,
+        )
+    ]
+
+
+def _rule_key(rules: frozenset[str], column: object, check: object, failure_case: object) -> str:
     check_name = str(check)
-    if check_name in ds.rules:
+    if check_name in rules:
         return check_name
     if check_name == "column_in_dataframe":
         column = failure_case
     return f"{column}:{check_name}"
 
 
-def _by_rule(ds: Dataset, cases: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    keys = [
-        _rule_key(ds, column, check, case)
-        for column, check, case in zip(
-            cases["column"], cases["check"], cases["failure_case"], strict=True
-        )
-    ]
+def _by_rule(
+    ds: Dataset, cases: pd.DataFrame, extra_rules: Collection[str] = ()
+) -> list[tuple[str, pd.DataFrame]]:
+    keys = rule_keys(ds, cases, extra_rules)
     grouped = cases.assign(_rule=keys).groupby("_rule", sort=True)
     return [(str(key), group) for key, group in grouped]
 

@@ -1,6 +1,8 @@
 """Calling the exchange: retries with backoff, ``Retry-After``, counting, clear errors.
 
-Every request the loader makes goes through ``Caller.call``. Failures ccxt classes as
+Every request the loader makes goes through ``Caller``: first it takes the request's cost
+from the exchange's budget shared across processes (``exchanges.budget``) when the client has
+one, then it sends it. Failures ccxt classes as
 transient (``NetworkError`` and its subclasses: ``RequestTimeout``, ``ExchangeNotAvailable``,
 ``DDoSProtection``, ``RateLimitExceeded``, ``OnMaintenance``) are retried with exponential
 backoff and full jitter, never sooner than the exchange's ``Retry-After``, a bounded number of
@@ -14,13 +16,14 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import ccxt
 
+from crypto_pipelines.exchanges.budget import SharedBudget, attached
 from crypto_pipelines.exchanges.errors import RetriesExhausted, UnsupportedRequest
 from crypto_pipelines.exchanges.venues import MarketKind, VenueSpec
 
@@ -43,10 +46,11 @@ class FetchStats:
     """What one load cost: exchange calls (``load_markets`` counts as one), retries among
     them, rows and chunks yielded, and the time spent inside the loader (not in the consumer
     of its chunks). ``notes`` records what could not be fetched and why (e.g. a venue without
-    trade history)."""
+    trade history). ``budget_wait_s`` is the time spent waiting for the shared budget."""
 
     requests: int = 0
     retries: int = 0
+    budget_wait_s: float = 0.0
     rows: int = 0
     chunks: int = 0
     duration_s: float = 0.0
@@ -107,9 +111,15 @@ def retry_after_s(client: Any, reset_header: str | None = None) -> float | None:
     return max(waits) if waits else None
 
 
+#: the implicit requests one attempt sends: (ccxt method, parameters)
+Draws = Sequence[tuple[str, Mapping[str, Any] | None]]
+
+
 class Caller:
     """Requests for one exchange and one data set, with retries and counting. ``what`` names
-    the data set in messages (``"BTC/USDT 1m candles"``)."""
+    the data set in messages (``"BTC/USDT 1m candles"``). ``budget`` is the shared budget
+    every attempt is paid from; by default the one ``make_client`` attached to the client
+    (none: ccxt's own throttler alone paces the requests)."""
 
     def __init__(
         self,
@@ -118,12 +128,14 @@ class Caller:
         stats: FetchStats,
         what: str,
         policy: RetryPolicy | None = None,
+        budget: SharedBudget | None = None,
     ) -> None:
         self.client = client
         self.spec = spec
         self.stats = stats
         self.what = what
         self.policy = policy or RetryPolicy()
+        self.budget = budget if budget is not None else attached(client)
         self._rng = random.Random(self.policy.seed)
 
     def context(self, span: tuple[int, int] | None) -> str:
@@ -134,12 +146,24 @@ class Caller:
         """One implicit-API request (``client.<method>(params)``) with retries."""
         bound = getattr(self.client, method)
         # A fresh dict per attempt: a retry must send exactly what the first attempt sent.
-        return self.retrying(lambda: bound(dict(params)), span, f"{method} {params}")
+        return self.retrying(
+            lambda: bound(dict(params)), span, f"{method} {params}", ((method, params),)
+        )
 
-    def retrying(self, fn: Callable[[], T], span: tuple[int, int] | None, request: str) -> T:
+    def retrying(
+        self,
+        fn: Callable[[], T],
+        span: tuple[int, int] | None,
+        request: str,
+        draws: Draws = (),
+    ) -> T:
+        """``fn()`` with retries; each attempt first pays ``draws`` from the shared budget."""
         policy = self.policy
         for attempt in range(1, policy.max_attempts + 1):
             self.stats.requests += 1
+            if self.budget is not None:
+                for method, params in draws:
+                    self.stats.budget_wait_s += self.budget.acquire(method, params).waited_s
             try:
                 return fn()
             except ccxt.NetworkError as exc:
@@ -189,7 +213,14 @@ class Caller:
         """ccxt's markets, loaded once per client (retried like any request)."""
         if getattr(self.client, "markets", None):
             return dict(self.client.markets)
-        return dict(self.retrying(self.client.load_markets, None, "load_markets"))
+        draws = [(method, None) for method in self.spec.markets_requests]
+        return dict(self.retrying(self.client.load_markets, None, "load_markets", draws))
+
+    def fetch_time(self) -> int:
+        """The exchange's clock in epoch ms (retried like any request)."""
+        method = self.spec.time_request
+        draws = [(method, None)] if method else []
+        return int(self.retrying(self.client.fetch_time, None, "fetch_time", draws))
 
     def market(self, symbol: str) -> dict[str, Any]:
         """ccxt's market for a unified symbol; ``BadSymbol`` (with context) when unknown."""

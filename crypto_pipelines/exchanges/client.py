@@ -1,7 +1,8 @@
 """Creating the ccxt client every exchange call in the project goes through.
 
 One place decides the settings that matter for a long-running loader: ccxt's own rate
-limiter on, a bounded timeout, only the spot and swap markets loaded (each venue's
+limiter on (and, on request, the exchange's budget shared across processes,
+``exchanges.budget``), a bounded timeout, only the spot and swap markets loaded (each venue's
 ``ccxt_options``), credentials only from the environment and never sent to the replay
 exchange, and every URL routed to the replay exchange when one is configured
 (``replay_url`` or ``CRYPTO_PIPELINES_REPLAY_URL``), so that tests and local runs never reach
@@ -18,6 +19,7 @@ from typing import Any, Literal, overload
 import ccxt
 import ccxt.async_support as ccxt_async
 
+from crypto_pipelines.exchanges.budget import SharedBudget, attach
 from crypto_pipelines.exchanges.venues import get_venue
 from crypto_pipelines.replay.routing import point_ccxt_at, replay_url_from_env
 
@@ -63,6 +65,7 @@ def make_client(
     replay_url: str | None = None,
     enable_rate_limit: bool = True,
     timeout_ms: int = DEFAULT_TIMEOUT_MS,
+    rate_budget: SharedBudget | bool = False,
 ) -> ccxt.Exchange: ...
 
 
@@ -76,6 +79,7 @@ def make_client(
     replay_url: str | None = None,
     enable_rate_limit: bool = True,
     timeout_ms: int = DEFAULT_TIMEOUT_MS,
+    rate_budget: SharedBudget | bool = False,
 ) -> ccxt_async.Exchange: ...
 
 
@@ -88,6 +92,7 @@ def make_client(
     replay_url: str | None = None,
     enable_rate_limit: bool = True,
     timeout_ms: int = DEFAULT_TIMEOUT_MS,
+    rate_budget: SharedBudget | bool = False,
 ) -> Any:
     """A stock ccxt client (``ccxt.Exchange``, or the ``ccxt.async_support`` one) for one of
     the supported venues.
@@ -95,9 +100,17 @@ def make_client(
     ``options`` are merged over the venue's own ccxt options. Credentials are read from the
     environment when present (see ``credentials_from_env``) and ignored when the client is
     routed to the replay exchange, which serves public data only. ``enable_rate_limit=False``
-    is for benchmarks against the replay exchange; real exchanges ban clients that skip it.
+    is for benchmarks against the replay exchange, or for use with a shared budget; real
+    exchanges ban clients that skip both.
+
+    ``rate_budget``: ``True`` makes every loader request of this client first take its cost
+    from the exchange's budget shared by all processes on the machine
+    (``SharedBudget.for_venue``, for the live exchange or the replay exchange it is routed
+    to); a ``SharedBudget`` uses that one. Synchronous clients only: the loader is.
     """
     spec = get_venue(exchange_id)
+    if asynchronous and rate_budget is not False:
+        raise ValueError("a shared rate budget paces the synchronous loader; asynchronous=False")
     module: Any = ccxt_async if asynchronous else ccxt
     config: dict[str, Any] = {
         "enableRateLimit": enable_rate_limit,
@@ -116,4 +129,8 @@ def make_client(
     if target is not None:
         point_ccxt_at(client, target)
         log.debug("%s client routed to the replay exchange at %s", exchange_id, target)
+    if rate_budget is True:
+        rate_budget = SharedBudget.for_venue(spec, replay_url=target)
+    if isinstance(rate_budget, SharedBudget):
+        attach(client, rate_budget)
     return client

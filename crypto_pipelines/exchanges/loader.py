@@ -79,8 +79,7 @@ def exchange_time_ms(
     """The exchange's clock (``fetch_time``), for ``now_ms`` when the client's clock is not
     the exchange's: the replay exchange with a pinned clock, or a skewed host."""
     spec = get_venue(client.id)
-    caller = Caller(client, spec, stats or FetchStats(), "server time", policy)
-    return int(caller.retrying(client.fetch_time, None, "fetch_time"))
+    return Caller(client, spec, stats or FetchStats(), "server time", policy).fetch_time()
 
 
 def align_up(ts_ms: int, timeframe: str) -> int:

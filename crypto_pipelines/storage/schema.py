@@ -54,16 +54,49 @@ def _table(dataset: Dataset, meta: sa.MetaData) -> sa.Table:
     return table
 
 
+def _gaps_table(meta: sa.MetaData) -> sa.Table:
+    """Gap bookkeeping (not a dataset): one row per run of missing candles (``dataset``
+    ``ohlcv``; ``start``/``end`` are the first and last missing open time in ms, inclusive)
+    or of missing sequential trade ids (``trades``; ``timeframe`` is ''; ids, inclusive),
+    found in the window ``[window_start, window_end)`` (a partition) it was checked in.
+    ``status``: ``open`` (ours to refetch), ``confirmed`` (a refetch returned nothing: the
+    exchange has no such rows; never refetched again) or ``filled`` (no longer missing)."""
+    big = sa.BigInteger
+    return sa.Table(
+        "gaps",
+        meta,
+        sa.Column("exchange", sa.String(), nullable=False),
+        sa.Column("symbol", sa.String(), nullable=False),
+        sa.Column("dataset", sa.String(), nullable=False),
+        sa.Column("timeframe", sa.String(), nullable=False),
+        sa.Column("start", big(), nullable=False, autoincrement=False),
+        sa.Column("end", big(), nullable=False),
+        sa.Column("status", sa.String(), nullable=False),
+        sa.Column("window_start", big(), nullable=False),
+        sa.Column("window_end", big(), nullable=False),
+        sa.Column("detected_at", big(), nullable=False),
+        sa.Column("checked_at", big(), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("last_attempt_at", big(), nullable=True),
+        sa.PrimaryKeyConstraint(
+            "exchange", "symbol", "dataset", "timeframe", "start", name="pk_gaps"
+        ),
+        sa.Index("ix_gaps_status", "status"),
+        sqlite_with_rowid=False,
+    )
+
+
 def build_metadata() -> sa.MetaData:
-    """A fresh MetaData holding every dataset's table."""
+    """A fresh MetaData holding every dataset's table and the ``gaps`` bookkeeping table."""
     meta = sa.MetaData()
     for dataset in DATASETS.values():
         _table(dataset, meta)
+    _gaps_table(meta)
     return meta
 
 
 metadata = build_metadata()
-"""The tables of all datasets: what the Alembic migrations must produce."""
+"""The tables of all datasets (and ``gaps``): what the Alembic migrations must produce."""
 
 
 def table_for(dataset: str) -> sa.Table:

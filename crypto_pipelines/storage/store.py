@@ -134,15 +134,24 @@ class MarketStore:
         timeframe: str | None = None,
         start_ts: int | None = None,
         end_ts: int | None = None,
+        typed: bool = True,
     ) -> pd.DataFrame:
         """Rows of ``dataset`` matching the filters (``start_ts <= ts < end_ts``), sorted by
-        key, with the model's column order and dtypes."""
+        key, with the model's column order and dtypes.
+
+        ``typed=False`` returns the values exactly as the database holds them (object
+        columns): SQLite keeps a text written into a REAL column by another tool, and an audit
+        must report such a row rather than fail to read it."""
         ds = get_dataset(dataset)
         table = table_for(ds.name)
         where = _where(ds, table, exchange, symbol, timeframe, start_ts, end_ts)
         query = sa.select(*table.columns).where(*where).order_by(*(table.c[c] for c in ds.key))
         with self.engine.connect() as connection:
             rows = connection.execute(query).all()
+        if not typed:
+            return pd.DataFrame(
+                [tuple(row) for row in rows], columns=list(ds.columns), dtype=object
+            )
         return _typed_frame(ds, rows)
 
     def latest_ts(

@@ -10,8 +10,10 @@ import dagster as dg
 from crypto_pipelines.defs.metadata import definition_metadata
 from crypto_pipelines.defs.resources import ExchangesResource, MarketStoreResource
 from crypto_pipelines.domain.instruments import instruments_from_ccxt_markets
+from crypto_pipelines.domain.listings import VOLUME_RANKING_METADATA, rank_by_volume, ranking_keep
 from crypto_pipelines.domain.universe import ExchangeUniverse
 from crypto_pipelines.exchanges.loader import fetch_markets
+from crypto_pipelines.exchanges.tickers import fetch_usd_volumes
 
 CATALOG_GROUP = "catalog"
 
@@ -23,7 +25,8 @@ def markets_asset(exchange: str, config: ExchangeUniverse) -> dg.AssetsDefinitio
         pool=exchange,
         kinds={"ccxt", "sql"},
         description=f"{exchange}'s spot and perpetual-swap instruments (ccxt load_markets), upserted into "
-        "`crypto_pairs` and `crypto_perps`.",
+        "`crypto_pairs` and `crypto_perps`. With universe filters `top_n_by_volume`, also the 24h USD "
+        f"volume ranking of the markets the filters could add (metadata `{VOLUME_RANKING_METADATA}`).",
         tags={"exchange": exchange},
     )
     def _markets(
@@ -42,16 +45,28 @@ def markets_asset(exchange: str, config: ExchangeUniverse) -> dg.AssetsDefinitio
         missing = [s for s in config.symbols if s not in listed]
         if missing:
             context.log.warning(f"{exchange} does not list universe symbols {missing}")
-        return dg.MaterializeResult(
-            metadata={
-                "source": exchanges.source,
-                "pairs": len(instruments.pairs),
-                "perps": len(instruments.perps),
-                "skipped_other_types": len(instruments.skipped),
-                "rows_written": sum(written.values()),
-                "universe_symbols_not_listed": dg.MetadataValue.json(missing),
-            }
-        )
+        metadata: dict[str, Any] = {
+            "source": exchanges.source,
+            "pairs": len(instruments.pairs),
+            "perps": len(instruments.perps),
+            "skipped_other_types": len(instruments.skipped),
+            "rows_written": sum(written.values()),
+            "universe_symbols_not_listed": dg.MetadataValue.json(missing),
+        }
+        filters = config.filters
+        if filters is not None and filters.top_n_by_volume is not None:
+            # Ranked here, once per listing refresh, so the universe sensor needs no exchange call.
+            candidates = [
+                m
+                for m in markets
+                if m.get("active") is not False
+                and filters.matches(str(m["symbol"]), str(m["quote"]), str(m["type"]))
+            ]
+            volumes = fetch_usd_volumes(exchanges.client(exchange), candidates)
+            metadata[VOLUME_RANKING_METADATA] = dg.MetadataValue.json(
+                rank_by_volume(volumes, ranking_keep(filters))
+            )
+        return dg.MaterializeResult(metadata=metadata)
 
     return _markets
 

@@ -8,7 +8,7 @@ one run that streams the whole year, not 365 runs. Every asset that calls an exc
 concurrent runs never share one exchange's rate budget beyond the pool's limit.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import dagster as dg
@@ -29,6 +29,14 @@ from crypto_pipelines.exchanges.venues import get_venue
 
 Loader = Callable[..., LoadReport]
 
+REFETCH_TAG = "crypto_pipelines/refetch"
+"""A run tagged ``crypto_pipelines/refetch=true`` refetches its partitions whole instead of
+resuming after the newest stored row: how gap repair asks the exchange for the gaps again."""
+
+
+def is_refetch(tags: Mapping[str, str]) -> bool:
+    return tags.get(REFETCH_TAG, "").lower() == "true"
+
 
 def _market_asset(
     exchange: str,
@@ -36,7 +44,7 @@ def _market_asset(
     name: str,
     dataset: str,
     monthly: bool,
-    load: Callable[[Any, Any, Any, str, int, int, int], LoadReport | None],
+    load: Callable[[Any, Any, Any, str, int, int, int, bool], LoadReport | None],
     description: str,
     extra_metadata: dict[str, Any],
 ) -> dg.AssetsDefinition:
@@ -61,9 +69,10 @@ def _market_asset(
         spec = get_venue(exchange)
         store = market_store.store()
         now = exchange_time_ms(client)
+        resume = not is_refetch(context.run.tags)
         reports: list[LoadReport] = []
         for span in symbol_ranges(context.partition_keys, monthly=monthly):
-            report = load(client, spec, store, span.symbol, span.start_ms, span.end_ms, now)
+            report = load(client, spec, store, span.symbol, span.start_ms, span.end_ms, now, resume)
             if report is None:
                 context.log.info(
                     f"{exchange} {span.symbol}: no {dataset} for this market type; nothing to load"
@@ -81,9 +90,18 @@ def _market_asset(
 
 def ohlcv_asset(exchange: str, config: ExchangeUniverse, timeframe: str) -> dg.AssetsDefinition:
     def load(
-        client: Any, spec: Any, store: Any, symbol: str, start: int, end: int, now: int
+        client: Any,
+        spec: Any,
+        store: Any,
+        symbol: str,
+        start: int,
+        end: int,
+        now: int,
+        resume: bool,
     ) -> LoadReport:
-        return load_ohlcv(client, spec, store, symbol, timeframe, start, end, now_ms=now)
+        return load_ohlcv(
+            client, spec, store, symbol, timeframe, start, end, now_ms=now, resume=resume
+        )
 
     return _market_asset(
         exchange,
@@ -100,9 +118,16 @@ def ohlcv_asset(exchange: str, config: ExchangeUniverse, timeframe: str) -> dg.A
 
 def trades_asset(exchange: str, config: ExchangeUniverse) -> dg.AssetsDefinition:
     def load(
-        client: Any, spec: Any, store: Any, symbol: str, start: int, end: int, now: int
+        client: Any,
+        spec: Any,
+        store: Any,
+        symbol: str,
+        start: int,
+        end: int,
+        now: int,
+        resume: bool,
     ) -> LoadReport:
-        return load_trades(client, spec, store, symbol, start, end, now_ms=now)
+        return load_trades(client, spec, store, symbol, start, end, now_ms=now, resume=resume)
 
     return _market_asset(
         exchange,
@@ -118,11 +143,20 @@ def trades_asset(exchange: str, config: ExchangeUniverse) -> dg.AssetsDefinition
 
 def funding_rates_asset(exchange: str, config: ExchangeUniverse) -> dg.AssetsDefinition:
     def load(
-        client: Any, spec: Any, store: Any, symbol: str, start: int, end: int, now: int
+        client: Any,
+        spec: Any,
+        store: Any,
+        symbol: str,
+        start: int,
+        end: int,
+        now: int,
+        resume: bool,
     ) -> LoadReport | None:
         if parse_symbol(symbol).settle is None:
             return None
-        return load_funding_rates(client, spec, store, symbol, start, end, now_ms=now)
+        return load_funding_rates(
+            client, spec, store, symbol, start, end, now_ms=now, resume=resume
+        )
 
     return _market_asset(
         exchange,

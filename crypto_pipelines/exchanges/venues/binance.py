@@ -6,7 +6,9 @@ inclusive), so the loader pages forward from the last candle. ccxt caps a reques
 candles on spot and futures alike (fapi would allow 1,500); we ask for what ccxt asks. Trades
 are aggTrades paged by ``fromId``: a time window with more than ``limit`` trades answers its
 *last* ones, so paging by time would skip trades. Inverse klines carry base-currency volume in
-column 7 (column 5 counts contracts), as ccxt reads them.
+column 7 (column 5 counts contracts), as ccxt reads them. Request weights are Binance's own
+(spot klines 2, aggTrades 4, which ccxt's throttler prices at 2; futures klines by ``limit``):
+the shared budget (``exchanges.budget``) spends them, ccxt's throttler does not know them.
 """
 
 from __future__ import annotations
@@ -53,6 +55,28 @@ def _funding(method: str) -> RangeQuery:
     return RangeQuery(method, 1000, Anchor.OLDEST, "startTime", "endTime")
 
 
+#: Futures klines are priced by ``limit`` (no ``limit`` means 500): weight 1 under 100 rows,
+#: 2 under 500, 5 up to 1,000, 10 beyond.
+_FUTURES_KLINE_STEPS = ((99, 1), (499, 2), (1000, 5), (1500, 10))
+
+
+def _futures_weight(name: str, api: str) -> RateBudget:
+    return RateBudget(
+        name,
+        2400,
+        60_000,
+        "IP",
+        frozen(
+            {
+                f"{api}GetKlines": 5,
+                f"{api}GetAggTrades": 20,
+                f"{api}GetExchangeInfo": 1,
+            }
+        ),
+        frozen({f"{api}GetKlines": _FUTURES_KLINE_STEPS}),
+    )
+
+
 BINANCE = VenueSpec(
     id="binance",
     market_types=frozenset({"spot", "swap"}),
@@ -94,6 +118,7 @@ BINANCE = VenueSpec(
         newest_first=False,
         from_id_param="fromId",
         end_time_param="endTime",
+        sequential_ids=True,  # aggregate trade ids count up by one per market
     ),
     funding=FundingSpec(
         interval_ms=8 * HOUR_MS,
@@ -115,34 +140,17 @@ BINANCE = VenueSpec(
             6000,
             60_000,
             "IP",
-            frozen({"publicGetKlines": 2, "publicGetAggTrades": 4, "publicGetExchangeInfo": 20}),
-        ),
-        RateBudget(
-            "USDⓈ-M request weight",
-            2400,
-            60_000,
-            "IP",
             frozen(
                 {
-                    "fapiPublicGetKlines": 5,
-                    "fapiPublicGetAggTrades": 20,
-                    "fapiPublicGetExchangeInfo": 1,
+                    "publicGetKlines": 2,
+                    "publicGetAggTrades": 4,
+                    "publicGetExchangeInfo": 20,
+                    "publicGetTime": 1,
                 }
             ),
         ),
-        RateBudget(
-            "COIN-M request weight",
-            2400,
-            60_000,
-            "IP",
-            frozen(
-                {
-                    "dapiPublicGetKlines": 5,
-                    "dapiPublicGetAggTrades": 20,
-                    "dapiPublicGetExchangeInfo": 1,
-                }
-            ),
-        ),
+        _futures_weight("USDⓈ-M request weight", "fapiPublic"),
+        _futures_weight("COIN-M request weight", "dapiPublic"),
         RateBudget(
             "funding rate requests",
             500,
@@ -160,4 +168,10 @@ BINANCE = VenueSpec(
             "fetchCurrencies": False,
         }
     ),
+    markets_requests=(
+        "publicGetExchangeInfo",
+        "fapiPublicGetExchangeInfo",
+        "dapiPublicGetExchangeInfo",
+    ),
+    time_request="publicGetTime",
 )

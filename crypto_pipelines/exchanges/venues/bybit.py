@@ -38,6 +38,7 @@ _ALL_MARKET_DATA = (
     "publicGetV5MarketRecentTrade",
     "publicGetV5MarketFundingHistory",
     "publicGetV5MarketInstrumentsInfo",
+    "publicGetV5MarketTime",
 )
 
 BYBIT = VenueSpec(
@@ -91,4 +92,7 @@ BYBIT = VenueSpec(
     # ccxt otherwise also asks for six option chains.
     ccxt_options=frozen({"fetchMarkets": {"types": ["spot", "linear", "inverse"]}}),
     rate_limit_reset_header="X-Bapi-Limit-Reset-Timestamp",
+    # spot, then linear and inverse each twice (listed, and pre-launch with status=PreLaunch)
+    markets_requests=("publicGetV5MarketInstrumentsInfo",) * 5,
+    time_request="publicGetV5MarketTime",
 )

@@ -97,6 +97,7 @@ COINBASE_EXCHANGE = VenueSpec(
                         "publicGetProductsIdTrades",
                         "publicGetProducts",
                         "publicGetCurrencies",
+                        "publicGetTime",
                     ),
                     1,
                 )
@@ -104,4 +105,6 @@ COINBASE_EXCHANGE = VenueSpec(
         ),
     ),
     ccxt_options=frozen({}),
+    markets_requests=("publicGetProducts", "publicGetCurrencies"),
+    time_request="publicGetTime",
 )

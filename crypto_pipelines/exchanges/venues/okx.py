@@ -131,7 +131,10 @@ OKX = VenueSpec(
             "public/funding-rate-history", 10, "publicGetPublicFundingRateHistory", "IP and instId"
         ),
         _per_2s("public/instruments", 20, "publicGetPublicInstruments", "IP and instType"),
+        _per_2s("public/time", 10, "publicGetPublicTime"),
     ),
     # ccxt otherwise also loads dated futures and two option chains.
     ccxt_options=frozen({"fetchMarkets": {"types": ["spot", "swap"]}}),
+    markets_requests=("publicGetPublicInstruments", "publicGetPublicInstruments"),
+    time_request="publicGetPublicTime",
 )

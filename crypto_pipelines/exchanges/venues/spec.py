@@ -13,7 +13,7 @@ Mappings are ``MappingProxyType`` views so that a spec is immutable all the way 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from types import MappingProxyType
 from typing import Any, Literal, TypeVar
@@ -156,6 +156,9 @@ class TradesSpec:
     by_id_extra: tuple[tuple[str, str], ...] = ()
     #: BACKWARD: how much time is gathered (newest first) before it is yielded oldest first
     window_ms: int = HOUR_MS
+    #: trade ids are consecutive integers per market (Binance aggTrades), so a missing id is a
+    #: missing trade and the ``gaps`` check can report id ranges
+    sequential_ids: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,15 +173,33 @@ class FundingSpec:
 
 @dataclass(frozen=True, slots=True)
 class RateBudget:
-    """One of the exchange's published request budgets, for cross-process limiting.
-    ``costs`` is what each ccxt method draws from it (Binance weights; 1 elsewhere); methods
-    not listed do not draw on this budget."""
+    """One of the exchange's published request budgets, shared by every process on the
+    machine (``exchanges.budget``). ``costs`` is what each ccxt implicit method draws from it
+    (Binance weights; 1 elsewhere); methods not listed do not draw on this budget. Where the
+    exchange prices a request by its ``limit`` parameter (Binance futures klines),
+    ``limit_costs`` holds ``(highest limit, cost)`` steps, ascending, and ``costs`` the price
+    of a request without ``limit``. A budget counted per IP *and* instrument or endpoint is
+    kept per IP here: stricter than the exchange, never looser."""
 
     name: str
     capacity: int
     window_ms: int
     scope: str  # what the exchange counts per: "IP", "IP and endpoint", ...
     costs: Mapping[str, int]
+    limit_costs: Mapping[str, tuple[tuple[int, int], ...]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+
+    def cost(self, method: str, params: Mapping[str, Any] | None = None) -> int:
+        """What one request of ``method`` with ``params`` draws (0: not on this budget)."""
+        steps = self.limit_costs.get(method)
+        limit = (params or {}).get("limit")
+        if steps and limit is not None:
+            for highest, cost in steps:
+                if int(limit) <= highest:
+                    return cost
+            return steps[-1][1]
+        return self.costs.get(method, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +216,10 @@ class VenueSpec:
     ccxt_options: Mapping[str, Any]  # merged into the ccxt client's options (make_client)
     #: a header holding the epoch ms when a rate-limit window resets (besides Retry-After)
     rate_limit_reset_header: str | None = None
+    #: the implicit methods ccxt's ``load_markets`` sends with ``ccxt_options`` (one entry
+    #: per request) and the one behind ``fetch_time``: they draw on the budgets too
+    markets_requests: tuple[str, ...] = ()
+    time_request: str | None = None
 
     @property
     def timeframes(self) -> tuple[str, ...]:

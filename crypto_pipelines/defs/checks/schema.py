@@ -1,0 +1,201 @@
+"""The ``schema`` asset check: each dataset's Pandera model, run lazily on the rows as stored.
+
+Every dataset asset has one: ``<exchange>/ohlcv_<tf>``, ``<exchange>/trades`` and
+``<exchange>/funding_rates`` per partition (the rows of the partition's symbol and date
+window, read back from the market store), ``<exchange>/markets`` on that exchange's rows of
+``crypto_pairs`` and ``crypto_perps``, and ``crypto_pairs``, ``crypto_perps`` and
+``crypto_assets`` on their whole tables. The rules are the model's named checks plus the audit
+rules of ``crypto_pipelines.domain.audit`` (value types as stored, ``inside_partition``,
+``unique_trade_id``); a failure's metadata counts failing rows per rule and lists the first
+failing rows with their ``ts`` and rules (JSON, and a Markdown table for people).
+
+The store validates every batch before writing it, so what this check finds was written by
+something else: direct SQL, another tool, an older version. It only reads; it never repairs.
+
+All of them are blocking. ``<exchange>/markets`` feeds the catalog assets, which must not be
+rebuilt from bad instruments. The others have no downstream asset yet; blocking costs them no
+extra work (the check runs in the materializing run either way) and only changes the outcome
+when rows are bad: the run then fails, which is how corrupted stored data should surface, and
+any asset added downstream later is protected without anyone remembering to flip the flag.
+How results are kept per partition: ``crypto_pipelines.defs.checks.results``.
+"""
+
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import dagster as dg
+
+from crypto_pipelines.defs.checks.results import (
+    Verdict,
+    emit,
+    iso,
+    markdown_table,
+    result,
+    run_partition_keys,
+)
+from crypto_pipelines.defs.partitions import is_monthly, market_partitions, symbol_ranges
+from crypto_pipelines.defs.resources import MarketStoreResource
+from crypto_pipelines.domain.audit import Audit, audit_frame, open_bound, summarize
+from crypto_pipelines.domain.schemas import get_dataset
+from crypto_pipelines.domain.universe import ExchangeUniverse, Universe
+from crypto_pipelines.storage.store import MarketStore
+
+SCHEMA_CHECK = "schema"
+CATALOG_TABLES = ("crypto_pairs", "crypto_perps", "crypto_assets")
+MARKETS_TABLES = ("crypto_pairs", "crypto_perps")
+
+
+def schema_checks(universe: Universe) -> list[dg.AssetChecksDefinition]:
+    """A ``schema`` check on every dataset asset ``build_assets`` makes from ``universe``."""
+    checks = []
+    for exchange, config in universe.exchanges.items():
+        checks.append(_markets_check(exchange))
+        checks.extend(
+            _market_data_check(exchange, config, "ohlcv", timeframe)
+            for timeframe in config.timeframes
+        )
+        if config.trades:
+            checks.append(_market_data_check(exchange, config, "trades"))
+        if config.funding and config.may_list_perpetuals:
+            checks.append(_market_data_check(exchange, config, "funding_rates"))
+    checks.extend(_catalog_check(table) for table in CATALOG_TABLES)
+    return checks
+
+
+def audit_partition(
+    store: MarketStore,
+    dataset: str,
+    exchange: str,
+    partition_key: str,
+    *,
+    monthly: bool,
+    now_ms: int,
+    timeframe: str | None = None,
+) -> Audit:
+    """Audit one partition's stored rows: its symbol's rows with ``ts`` in the partition's
+    window, ``inside_partition`` capped at what was complete at ``now_ms``."""
+    span = symbol_ranges([partition_key], monthly=monthly)[0]
+    raw = store.read(
+        dataset,
+        exchange=exchange,
+        symbol=span.symbol,
+        timeframe=timeframe,
+        start_ts=span.start_ms,
+        end_ts=span.end_ms,
+        typed=False,
+    )
+    end = min(span.end_ms, open_bound(dataset, now_ms, timeframe))
+    return audit_frame(dataset, raw, label=partition_key, window=(span.start_ms, end))
+
+
+def verdict(audits: Sequence[Audit], **extra: Any) -> Verdict:
+    """The check's outcome over ``audits`` (one per partition, or one per table)."""
+    summary = summarize(audits)
+    rules = summary["failures_by_rule"]
+    metadata: dict[str, Any] = {
+        "rows_checked": summary["rows_checked"],
+        "rows_failed": summary["rows_failed"],
+        "failures_by_rule": dg.MetadataValue.json(rules),
+        **extra,
+    }
+    if len(audits) > 1:
+        metadata["failures_by_table"] = dg.MetadataValue.json(summary["failures_by_partition"])
+    datasets = sorted({audit.dataset for audit in audits})
+    if not rules:
+        models = ", ".join(get_dataset(d).model.__name__ for d in datasets)
+        return Verdict(
+            True, metadata, f"{summary['rows_checked']} stored rows pass every rule of {models}"
+        )
+    sample = summary["sample"]
+    metadata["failing_rows"] = dg.MetadataValue.json(sample)
+    metadata["failing_rows_table"] = dg.MetadataValue.md(_table(sample, datasets, len(audits) > 1))
+    listed = ", ".join(f"{rule} ({count})" for rule, count in rules.items())
+    return Verdict(
+        False,
+        metadata,
+        f"{summary['rows_failed']} of {summary['rows_checked']} stored rows break "
+        f"{len(rules)} rule(s): {listed}",
+    )
+
+
+def _table(sample: list[dict[str, Any]], datasets: list[str], by_table: bool) -> str:
+    columns = [c for d in datasets for c in get_dataset(d).columns]
+    columns = list(dict.fromkeys(columns))
+    rows = sample
+    leading = ["table"] if by_table else []
+    if "ts" in columns:
+        rows = [{**row, "time": iso(row.get("ts"))} for row in sample]
+        leading.append("time")
+    renamed = [{**row, "table": row.get("partition")} for row in rows]
+    return markdown_table(renamed, [*leading, "rules", *columns])
+
+
+def _market_data_check(
+    exchange: str, config: ExchangeUniverse, dataset: str, timeframe: str | None = None
+) -> dg.AssetChecksDefinition:
+    name = f"ohlcv_{timeframe}" if timeframe else dataset
+    asset_key = dg.AssetKey([exchange, name])
+    monthly = is_monthly(dataset, timeframe)
+    model = get_dataset(dataset).model.__name__
+
+    @dg.asset_check(  # type: ignore[arg-type]  # stub types only the returning form
+        asset=asset_key,
+        name=SCHEMA_CHECK,
+        description=f"The partition's stored rows validated against the {model} model (types, "
+        "nulls, value rules, unique keys, ts inside the partition). Metadata: rows_checked, "
+        "failures_by_rule, failing_rows.",
+        partitions_def=market_partitions(exchange, config.start.isoformat(), monthly=monthly),
+        blocking=True,
+    )
+    def _check(
+        context: dg.AssetCheckExecutionContext, market_store: MarketStoreResource
+    ) -> Iterator[Any]:
+        store = market_store.store()
+        now = int(time.time() * 1000)
+
+        def verdicts() -> Iterator[tuple[str, Verdict]]:
+            for key in run_partition_keys(context):
+                audit = audit_partition(
+                    store, dataset, exchange, key, monthly=monthly, now_ms=now, timeframe=timeframe
+                )
+                yield key, verdict([audit])
+
+        yield from emit(context, asset_key, SCHEMA_CHECK, verdicts(), blocking=True)
+
+    return _check
+
+
+def _markets_check(exchange: str) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=dg.AssetKey([exchange, "markets"]),
+        name=SCHEMA_CHECK,
+        description=f"{exchange}'s rows of crypto_pairs and crypto_perps validated against their "
+        "models. Blocking: the catalog assets are built from them.",
+        blocking=True,
+    )
+    def _check(market_store: MarketStoreResource) -> dg.AssetCheckResult:
+        store = market_store.store()
+        audits = [
+            audit_frame(table, store.read(table, exchange=exchange, typed=False), label=table)
+            for table in MARKETS_TABLES
+        ]
+        return result(verdict(audits))
+
+    return _check
+
+
+def _catalog_check(table: str) -> dg.AssetChecksDefinition:
+    model = get_dataset(table).model.__name__
+
+    @dg.asset_check(
+        asset=dg.AssetKey([table]),
+        name=SCHEMA_CHECK,
+        description=f"Every row of `{table}` validated against the {model} model.",
+        blocking=True,
+    )
+    def _check(market_store: MarketStoreResource) -> dg.AssetCheckResult:
+        raw = market_store.store().read(table, typed=False)
+        return result(verdict([audit_frame(table, raw, label=table)]))
+
+    return _check

@@ -1,0 +1,173 @@
+"""The daily schedules, evaluated with ``dg.build_schedule_context`` on a real instance and
+store; their requests are run the way the daemon would run them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from crypto_pipelines.defs.partitions import symbols_partitions_name
+from crypto_pipelines.defs.schedules import (
+    CATALOG_KEYS,
+    RECHECK_TAG,
+    daily_schedules,
+    markets_refresh_schedule,
+    previous_day_recheck_schedule,
+)
+from crypto_pipelines.domain.instruments import CryptoPair
+from crypto_pipelines.domain.universe import Universe
+from crypto_pipelines.replay import Tape
+from crypto_pipelines.storage.store import MarketStore
+from crypto_pipelines_tests.defs.automation import (
+    Exchange,
+    all_partitions,
+    at,
+    execute,
+    replay_exchange,
+    resources,
+    write_universe,
+)
+
+SPOT, PERP, DELISTED = "BTC/USDT", "BTC/USDT:USDT", "ETH/USDT"
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+@pytest.fixture
+def exchange(synth_tape: Tape) -> Iterator[Exchange]:
+    with replay_exchange(synth_tape, at(4)) as ex:  # the whole tape is closed
+        yield ex
+
+
+@pytest.fixture
+def universe(tmp_path: Path) -> Universe:
+    return write_universe(
+        tmp_path / "universe.yaml",
+        {
+            "binance": f"""
+symbols: [{SPOT}, {DELISTED}, {PERP}]
+timeframes: [1m, 1h]
+start: 2024-01-01
+trades: true
+funding: true
+""",
+            "okx": f"symbols: [{SPOT}]\ntimeframes: [1m]\nstart: 2024-01-01\nfunding: false",
+        },
+    )
+
+
+def _context(
+    instance: dg.DagsterInstance, when: datetime, run_resources: dict[str, object] | None = None
+) -> dg.ScheduleEvaluationContext:
+    return dg.build_schedule_context(
+        instance=instance, scheduled_execution_time=when, resources=run_resources
+    )
+
+
+def test_markets_refresh_requests_every_markets_asset_and_the_catalog(
+    universe: Universe, instance: dg.DagsterInstance, exchange: Exchange, db_url: str
+) -> None:
+    schedule = markets_refresh_schedule(universe)
+    assert schedule.cron_schedule == "5 0 * * *"
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    request = schedule(_context(instance, datetime(2024, 1, 3, 0, 5, tzinfo=UTC)))
+    assert isinstance(request, dg.RunRequest)
+    assert request.run_key == "markets:2024-01-03"
+    assert set(request.asset_selection or []) == {
+        dg.AssetKey(["binance", "markets"]),
+        dg.AssetKey(["okx", "markets"]),
+        *CATALOG_KEYS,
+    }
+    execute(request, universe, instance, resources(exchange.server, db_url))
+    with MarketStore.open(db_url) as store:
+        assert set(store.read("crypto_pairs")["exchange"]) == {"binance", "okx"}
+
+
+def test_recheck_requests_yesterday_of_every_live_series(
+    universe: Universe, instance: dg.DagsterInstance, exchange: Exchange, db_url: str
+) -> None:
+    name = symbols_partitions_name("binance")
+    instance.add_dynamic_partitions(name, [SPOT, DELISTED, PERP])
+    instance.add_dynamic_partitions(symbols_partitions_name("okx"), [SPOT])
+    with MarketStore.open(db_url) as store:
+        store.upsert_instruments(
+            pairs=[
+                CryptoPair(
+                    exchange="binance",
+                    symbol=DELISTED,
+                    base="ETH",
+                    quote="USDT",
+                    delisted_ms=at(1, 12),
+                )
+            ]
+        )
+    run_resources = resources(exchange.server, db_url)
+    # A schedule targets assets of one partitioning: daily and monthly ones per exchange.
+    assert [s.name for s in daily_schedules(universe)] == [
+        "daily_markets_refresh",
+        "binance_daily_recheck",
+        "binance_monthly_recheck",
+        "okx_daily_recheck",
+    ]
+    requests: list[dg.RunRequest] = []
+    for exchange_id, monthly in (("binance", False), ("binance", True), ("okx", False)):
+        schedule = previous_day_recheck_schedule(universe, exchange_id, monthly=monthly)
+        assert schedule is not None
+        assert schedule.cron_schedule == "30 0 * * *"
+        assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+        when = datetime(2024, 1, 3, 0, 30, tzinfo=UTC)
+        with _context(instance, when, run_resources) as context:
+            result = schedule(context)
+        assert isinstance(result, list)
+        requests += result
+    assert previous_day_recheck_schedule(universe, "okx", monthly=True) is None
+    assert all_partitions(requests, universe, instance) == {
+        ("binance/ohlcv_1m", f"2024-01-02|{SPOT}"),
+        ("binance/ohlcv_1m", f"2024-01-02|{PERP}"),  # the delisted pair is skipped
+        ("binance/ohlcv_1h", f"2024-01-01|{SPOT}"),  # monthly: the month holding yesterday,
+        ("binance/ohlcv_1h", f"2024-01-01|{DELISTED}"),  # which the delisted pair lived in
+        ("binance/ohlcv_1h", f"2024-01-01|{PERP}"),
+        ("binance/trades", f"2024-01-02|{SPOT}"),
+        ("binance/trades", f"2024-01-02|{PERP}"),
+        ("binance/funding_rates", f"2024-01-01|{PERP}"),  # spot pairs have no funding
+        ("okx/ohlcv_1m", f"2024-01-02|{SPOT}"),
+    }
+    # Contiguous symbols share a run; the delisted pair splits the 1m and trades ranges.
+    assert len(requests) == 7
+    assert all(r.tags[RECHECK_TAG] == "2024-01-02" for r in requests)
+    keys = [r.run_key for r in requests]
+    assert len(set(keys)) == len(keys)
+
+    for request in requests:
+        if request.asset_selection == [dg.AssetKey(["binance", "ohlcv_1m"])]:
+            execute(request, universe, instance, run_resources)
+    candles = exchange.server.tape.exchanges["binance"].symbols[SPOT].ohlcv["1m"]
+    with MarketStore.open(db_url) as store:
+        stored = store.count(
+            "ohlcv",
+            exchange="binance",
+            symbol=SPOT,
+            timeframe="1m",
+            start_ts=at(2),
+            end_ts=at(3),
+        )
+    assert stored == len(candles.between(at(2), at(3) - 1, 10**6))
+
+
+def test_recheck_before_the_universe_start_skips(
+    universe: Universe, instance: dg.DagsterInstance, exchange: Exchange, db_url: str
+) -> None:
+    instance.add_dynamic_partitions(symbols_partitions_name("binance"), [SPOT])
+    schedule = previous_day_recheck_schedule(universe, "binance", monthly=False)
+    assert schedule is not None
+    when = datetime(2024, 1, 1, 0, 30, tzinfo=UTC)
+    with _context(instance, when, resources(exchange.server, db_url)) as context:
+        assert isinstance(schedule(context), dg.SkipReason)
