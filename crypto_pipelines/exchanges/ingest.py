@@ -64,16 +64,40 @@ def closed_slots(start_ms: int, end_ms: int, timeframe: str, now_ms: int) -> int
     return 0 if last_open < first else (last_open - first) // step + 1
 
 
+#: What each dataset's fetcher needs besides (begin, stats, now): client, spec, symbol, end.
+Fetch = Callable[[int, FetchStats, int], Iterator[pd.DataFrame]]
+
+
 def _load(
-    report: LoadReport,
+    client: Any,
+    spec: VenueSpec,
     store: MarketStore,
-    chunks: Callable[[int, FetchStats], Iterator[pd.DataFrame]],
-    resume_from: int,
+    report: LoadReport,
+    fetch: Fetch,
+    *,
+    now_ms: int | None,
+    resume: bool,
+    resume_step: int,
 ) -> LoadReport:
+    """Fetch ``report``'s range (from just after the newest stored row when resuming),
+    upserting chunk by chunk, and fill in the report."""
     t0 = time.monotonic()
+    now = exchange_time_ms(client) if now_ms is None else now_ms
+    if report.timeframe is not None and report.dataset == "ohlcv":
+        report.expected = closed_slots(report.start_ms, report.end_ms, report.timeframe, now)
+    if resume:
+        latest = store.latest_ts(
+            report.dataset,
+            exchange=spec.id,
+            symbol=report.symbol,
+            timeframe=report.timeframe,
+            start_ts=report.start_ms,
+            end_ts=report.end_ms,
+        )
+        if latest is not None:
+            report.fetched_from_ms = max(report.start_ms, latest + resume_step)
     stats = FetchStats()
-    report.fetched_from_ms = resume_from
-    for chunk in chunks(resume_from, stats):
+    for chunk in fetch(report.fetched_from_ms, stats, now):
         if chunk.empty:
             continue
         report.rows_written += store.upsert(report.dataset, chunk)
@@ -94,27 +118,6 @@ def _load(
     return report
 
 
-def _resume_point(
-    store: MarketStore,
-    dataset: str,
-    spec: VenueSpec,
-    symbol: str,
-    timeframe: str | None,
-    start_ms: int,
-    end_ms: int,
-    step: int,
-) -> int:
-    latest = store.latest_ts(
-        dataset,
-        exchange=spec.id,
-        symbol=symbol,
-        timeframe=timeframe,
-        start_ts=start_ms,
-        end_ts=end_ms,
-    )
-    return start_ms if latest is None else max(start_ms, latest + step)
-
-
 def load_ohlcv(
     client: Any,
     spec: VenueSpec,
@@ -128,23 +131,13 @@ def load_ohlcv(
     resume: bool = True,
 ) -> LoadReport:
     """Closed candles of ``[start_ms, end_ms)`` into the store."""
-    now = exchange_time_ms(client) if now_ms is None else now_ms
+    report = LoadReport("ohlcv", spec.id, symbol, timeframe, start_ms, end_ms, start_ms)
+
+    def fetch(begin: int, stats: FetchStats, now: int) -> Iterator[pd.DataFrame]:
+        return iter_ohlcv(client, spec, symbol, timeframe, begin, end_ms, stats=stats, now_ms=now)
+
     step = timeframe_ms(timeframe)
-    frm = (
-        _resume_point(store, "ohlcv", spec, symbol, timeframe, start_ms, end_ms, step)
-        if resume
-        else start_ms
-    )
-    report = LoadReport("ohlcv", spec.id, symbol, timeframe, start_ms, end_ms, frm)
-    report.expected = closed_slots(start_ms, end_ms, timeframe, now)
-    return _load(
-        report,
-        store,
-        lambda begin, stats: iter_ohlcv(
-            client, spec, symbol, timeframe, begin, end_ms, stats=stats, now_ms=now
-        ),
-        frm,
-    )
+    return _load(client, spec, store, report, fetch, now_ms=now_ms, resume=resume, resume_step=step)
 
 
 def load_trades(
@@ -160,21 +153,12 @@ def load_trades(
 ) -> LoadReport:
     """Public trades of ``[start_ms, end_ms)`` into the store. Resuming restarts at the newest
     stored trade's ts (not after it: several trades share a millisecond; upserts dedupe)."""
-    now = exchange_time_ms(client) if now_ms is None else now_ms
-    frm = (
-        _resume_point(store, "trades", spec, symbol, None, start_ms, end_ms, 0)
-        if resume
-        else start_ms
-    )
-    report = LoadReport("trades", spec.id, symbol, None, start_ms, end_ms, frm)
-    return _load(
-        report,
-        store,
-        lambda begin, stats: iter_trades(
-            client, spec, symbol, begin, end_ms, stats=stats, now_ms=now
-        ),
-        frm,
-    )
+    report = LoadReport("trades", spec.id, symbol, None, start_ms, end_ms, start_ms)
+
+    def fetch(begin: int, stats: FetchStats, now: int) -> Iterator[pd.DataFrame]:
+        return iter_trades(client, spec, symbol, begin, end_ms, stats=stats, now_ms=now)
+
+    return _load(client, spec, store, report, fetch, now_ms=now_ms, resume=resume, resume_step=0)
 
 
 def load_funding_rates(
@@ -189,18 +173,9 @@ def load_funding_rates(
     resume: bool = True,
 ) -> LoadReport:
     """Funding rates of ``[start_ms, end_ms)`` into the store."""
-    now = exchange_time_ms(client) if now_ms is None else now_ms
-    frm = (
-        _resume_point(store, "funding_rates", spec, symbol, None, start_ms, end_ms, 1)
-        if resume
-        else start_ms
-    )
-    report = LoadReport("funding_rates", spec.id, symbol, None, start_ms, end_ms, frm)
-    return _load(
-        report,
-        store,
-        lambda begin, stats: iter_funding_rates(
-            client, spec, symbol, begin, end_ms, stats=stats, now_ms=now
-        ),
-        frm,
-    )
+    report = LoadReport("funding_rates", spec.id, symbol, None, start_ms, end_ms, start_ms)
+
+    def fetch(begin: int, stats: FetchStats, now: int) -> Iterator[pd.DataFrame]:
+        return iter_funding_rates(client, spec, symbol, begin, end_ms, stats=stats, now_ms=now)
+
+    return _load(client, spec, store, report, fetch, now_ms=now_ms, resume=resume, resume_step=1)
