@@ -19,6 +19,7 @@ def _registry() -> dict[str, Callable[[], list[Result]]]:
         "ingest_e2e": ingest.end_to_end,
         "ingest_limits": ingest.with_limits,
         "dagster_backfill": dagster_backfill.one_year_backfill,
+        "dagster_backfill_pg": dagster_backfill.one_year_backfill_postgres,
         "soak": soak.soak,  # 5 minutes; CRYPTO_PIPELINES_SOAK_S=60 for a quick run
     }
 

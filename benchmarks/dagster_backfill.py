@@ -72,6 +72,38 @@ def _wait_http(url: str, seconds: float = 180) -> None:
 
 
 def one_year_backfill() -> list[Result]:
+    """Instance storage as ``make dev`` has it: SQLite under DAGSTER_HOME."""
+    return _backfill("dagster_backfill", None)
+
+
+def one_year_backfill_postgres() -> list[Result]:
+    """The same with dagster-postgres instance storage (``dagster.postgres.yaml``), in a
+    throwaway database on the PostgreSQL server of ``CRYPTO_PIPELINES_BENCH_PG`` (default:
+    postgres@127.0.0.1:5432)."""
+    import psycopg
+
+    server = os.environ.get(
+        "CRYPTO_PIPELINES_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres"
+    )
+    name = f"dagster_bench_{os.getpid()}"
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    try:
+        info = psycopg.conninfo.conninfo_to_dict(server)
+        pg_env = {
+            "DAGSTER_PG_HOST": str(info.get("host", "127.0.0.1")),
+            "DAGSTER_PG_PORT": str(info.get("port", "5432")),
+            "DAGSTER_PG_USER": str(info.get("user", "postgres")),
+            "DAGSTER_PG_PASSWORD": str(info.get("password", "")),
+            "DAGSTER_PG_DB": name,
+        }
+        return _backfill("dagster_backfill_pg", pg_env)
+    finally:
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def _backfill(label: str, pg_env: dict[str, str] | None) -> list[Result]:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         spec = SynthSpec(
@@ -89,7 +121,8 @@ def one_year_backfill() -> list[Result]:
         server = ServerProcess(root / "tape", "--now", now, "--speed", "0")
         home = root / "dagster_home"
         home.mkdir()
-        (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
+        instance_yaml = "dagster.postgres.yaml" if pg_env else "dagster.yaml"
+        (home / "dagster.yaml").write_text((ROOT / instance_yaml).read_text())
         universe = root / "universe.yaml"
         universe.write_text(
             "source: replay\nexchanges:\n  binance:\n    symbols: [BTC/USDT]\n    timeframes: [1m]\n    start: 2024-01-01\n    funding: false\n"
@@ -103,6 +136,7 @@ def one_year_backfill() -> list[Result]:
             CRYPTO_PIPELINES_DB_URL=f"sqlite:///{db}",
         )
         env.pop("CRYPTO_PIPELINES_SOURCE", None)
+        env.update(pg_env or {})
         subprocess.run([CLI, "partitions", "sync"], env=env, check=True, capture_output=True)
         port = _free_port()
         web = subprocess.Popen(
@@ -184,16 +218,16 @@ def one_year_backfill() -> list[Result]:
     run_s = [r["endTime"] - r["startTime"] for r in runs if r.get("endTime") and r.get("startTime")]
     return [
         Result(
-            "dagster_backfill",
+            label,
             "launch -> every partition materialized (run succeeded)",
             data_done if data_done is not None else float("nan"),
             "s",
             "< 60",
             data_done is not None and data_done < 60,
         ),
-        Result("dagster_backfill", "time inside the run (start -> end)", sum(run_s), "s"),
+        Result(label, "time inside the run (start -> end)", sum(run_s), "s"),
         Result(
-            "dagster_backfill",
+            label,
             "launch -> backfill marked complete by the daemon",
             elapsed,
             "s",
@@ -201,6 +235,6 @@ def one_year_backfill() -> list[Result]:
             ok,
             {"status": status.get("status"), "runs": len(runs), "candles_stored": stored},
         ),
-        Result("dagster_backfill", "runs launched", len(runs), "runs", "a handful"),
-        Result("dagster_backfill", "candles stored", stored, "candles"),
+        Result(label, "runs launched", len(runs), "runs", "a handful"),
+        Result(label, "candles stored", stored, "candles"),
     ]
