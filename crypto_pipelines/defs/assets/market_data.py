@@ -8,8 +8,8 @@ one run that streams the whole year, not 365 runs. Every asset that calls an exc
 concurrent runs never share one exchange's rate budget beyond the pool's limit.
 """
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import dagster as dg
 
@@ -25,9 +25,26 @@ from crypto_pipelines.exchanges.ingest import (
     load_trades,
 )
 from crypto_pipelines.exchanges.loader import exchange_time_ms
-from crypto_pipelines.exchanges.venues import get_venue
+from crypto_pipelines.exchanges.venues import VenueSpec, get_venue
+from crypto_pipelines.storage.store import MarketStore
 
-Loader = Callable[..., LoadReport]
+
+class Loader(Protocol):
+    """``ingest.load_trades`` / ``load_funding_rates`` shape (ohlcv binds its timeframe)."""
+
+    def __call__(
+        self,
+        client: Any,
+        spec: VenueSpec,
+        store: MarketStore,
+        symbol: str,
+        start_ms: int,
+        end_ms: int,
+        *,
+        now_ms: int | None = None,
+        resume: bool = True,
+    ) -> LoadReport: ...
+
 
 REFETCH_TAG = "crypto_pipelines/refetch"
 """A run tagged ``crypto_pipelines/refetch=true`` refetches its partitions whole instead of
@@ -44,9 +61,11 @@ def _market_asset(
     name: str,
     dataset: str,
     monthly: bool,
-    load: Callable[[Any, Any, Any, str, int, int, int, bool], LoadReport | None],
+    load: Loader,
     description: str,
     extra_metadata: dict[str, Any],
+    *,
+    perpetuals_only: bool = False,
 ) -> dg.AssetsDefinition:
     @dg.asset(
         key=[exchange, name],
@@ -72,12 +91,21 @@ def _market_asset(
         resume = not is_refetch(context.run.tags)
         reports: list[LoadReport] = []
         for span in symbol_ranges(context.partition_keys, monthly=monthly):
-            report = load(client, spec, store, span.symbol, span.start_ms, span.end_ms, now, resume)
-            if report is None:
+            if perpetuals_only and parse_symbol(span.symbol).settle is None:
                 context.log.info(
                     f"{exchange} {span.symbol}: no {dataset} for this market type; nothing to load"
                 )
                 continue
+            report = load(
+                client,
+                spec,
+                store,
+                span.symbol,
+                span.start_ms,
+                span.end_ms,
+                now_ms=now,
+                resume=resume,
+            )
             context.log.info(
                 f"{exchange} {span.symbol} {dataset} [{span.start_ms}, {span.end_ms}): {report.rows_fetched} rows fetched, "
                 f"{report.rows_written} written, {report.requests} requests, {report.retries} retries"
@@ -91,16 +119,17 @@ def _market_asset(
 def ohlcv_asset(exchange: str, config: ExchangeUniverse, timeframe: str) -> dg.AssetsDefinition:
     def load(
         client: Any,
-        spec: Any,
-        store: Any,
+        spec: VenueSpec,
+        store: MarketStore,
         symbol: str,
-        start: int,
-        end: int,
-        now: int,
-        resume: bool,
+        start_ms: int,
+        end_ms: int,
+        *,
+        now_ms: int | None = None,
+        resume: bool = True,
     ) -> LoadReport:
         return load_ohlcv(
-            client, spec, store, symbol, timeframe, start, end, now_ms=now, resume=resume
+            client, spec, store, symbol, timeframe, start_ms, end_ms, now_ms=now_ms, resume=resume
         )
 
     return _market_asset(
@@ -117,55 +146,28 @@ def ohlcv_asset(exchange: str, config: ExchangeUniverse, timeframe: str) -> dg.A
 
 
 def trades_asset(exchange: str, config: ExchangeUniverse) -> dg.AssetsDefinition:
-    def load(
-        client: Any,
-        spec: Any,
-        store: Any,
-        symbol: str,
-        start: int,
-        end: int,
-        now: int,
-        resume: bool,
-    ) -> LoadReport:
-        return load_trades(client, spec, store, symbol, start, end, now_ms=now, resume=resume)
-
     return _market_asset(
         exchange,
         config,
         "trades",
         "trades",
         is_monthly("trades"),
-        load,
+        load_trades,
         f"Public trades of {exchange} (taker side), in table `trades` (exchange='{exchange}').",
         {},
     )
 
 
 def funding_rates_asset(exchange: str, config: ExchangeUniverse) -> dg.AssetsDefinition:
-    def load(
-        client: Any,
-        spec: Any,
-        store: Any,
-        symbol: str,
-        start: int,
-        end: int,
-        now: int,
-        resume: bool,
-    ) -> LoadReport | None:
-        if parse_symbol(symbol).settle is None:
-            return None
-        return load_funding_rates(
-            client, spec, store, symbol, start, end, now_ms=now, resume=resume
-        )
-
     return _market_asset(
         exchange,
         config,
         "funding_rates",
         "funding_rates",
         is_monthly("funding_rates"),
-        load,
+        load_funding_rates,
         f"Funding rate history of {exchange}'s perpetual swaps, in table `funding_rates`. "
         "Spot symbols have no funding: their partitions load nothing.",
         {},
+        perpetuals_only=True,
     )
