@@ -14,6 +14,7 @@ run of ids that straddles the window's start belongs to this window.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,22 +62,50 @@ def candle_window_gaps(
 ) -> Gaps:
     """Missing candles of one window of a stored series (see the module docstring for the
     bounds), without touching the ``gaps`` table."""
+    return candle_windows_gaps(store, exchange, symbol, timeframe, [(start_ms, end_ms)])[0]
+
+
+def candle_windows_gaps(
+    store: MarketStore,
+    exchange: str,
+    symbol: str,
+    timeframe: str,
+    windows: Sequence[tuple[int, int]],
+) -> list[Gaps]:
+    """``candle_window_gaps`` for several windows of one series, reading the series once
+    (one query for the span the windows cover, two index probes around it) instead of three
+    queries per window: a year of daily partitions is 365 windows."""
+    if not windows:
+        return []
     step = timeframe_ms(timeframe)
-    ts = store.timestamps(
-        "ohlcv",
-        exchange=exchange,
-        symbol=symbol,
-        timeframe=timeframe,
-        start_ts=start_ms,
-        end_ts=end_ms,
+    lo = min(start for start, _end in windows)
+    hi = max(end for _start, end in windows)
+    ts = np.asarray(
+        store.timestamps(
+            "ohlcv",
+            exchange=exchange,
+            symbol=symbol,
+            timeframe=timeframe,
+            start_ts=lo,
+            end_ts=hi,
+        ),
+        dtype=np.int64,
     )
-    before = _has_candle(store, exchange, symbol, timeframe, None, start_ms)
-    after = _has_candle(store, exchange, symbol, timeframe, end_ms, None)
-    if not ts and not (before and after):
-        return NO_GAPS
-    first = start_ms if before else ts[0]
-    last = end_ms if after else ts[-1] + step
-    return candle_gaps(np.asarray(ts, dtype=np.int64), timeframe, first, last)
+    before_span = _has_candle(store, exchange, symbol, timeframe, None, lo)
+    after_span = _has_candle(store, exchange, symbol, timeframe, hi, None)
+    found = []
+    for start_ms, end_ms in windows:
+        first_in, past_end = np.searchsorted(ts, [start_ms, end_ms], side="left")
+        inside = ts[first_in:past_end]
+        before = before_span or first_in > 0
+        after = after_span or past_end < ts.size
+        if not inside.size and not (before and after):
+            found.append(NO_GAPS)
+            continue
+        first = start_ms if before else int(inside[0])
+        last = end_ms if after else int(inside[-1]) + step
+        found.append(candle_gaps(inside, timeframe, first, last))
+    return found
 
 
 def trade_window_gaps(
@@ -116,18 +145,40 @@ def check_candle_window(
     """Check one window of candles and record what was found in ``gaps``. ``refetched``:
     the window was just refetched whole from the exchange, so what is still missing is
     confirmed empty there."""
-    gaps = candle_window_gaps(store, exchange, symbol, timeframe, start_ms, end_ms)
+    return check_candle_windows(
+        store,
+        gap_store,
+        exchange,
+        symbol,
+        timeframe,
+        [(start_ms, end_ms)],
+        now_ms=now_ms,
+        refetched=refetched,
+    )[0]
+
+
+def check_candle_windows(
+    store: MarketStore,
+    gap_store: GapStore,
+    exchange: str,
+    symbol: str,
+    timeframe: str,
+    windows: Sequence[tuple[int, int]],
+    *,
+    now_ms: int,
+    refetched: bool = False,
+) -> list[GapCheck]:
+    """``check_candle_window`` for several windows of one series: one read, one transaction."""
+    found = candle_windows_gaps(store, exchange, symbol, timeframe, windows)
     step = timeframe_ms(timeframe)
-    verdict = gap_store.record_window(
+    verdicts = gap_store.record_windows(
         Series(exchange, symbol, "ohlcv", timeframe),
-        start_ms,
-        end_ms,
-        gaps.ranges,
+        [(start, end, gaps.ranges) for (start, end), gaps in zip(windows, found, strict=True)],
         step=step,
         now_ms=now_ms,
         refetched=refetched,
     )
-    return GapCheck(gaps, verdict, step)
+    return [GapCheck(g, v, step) for g, v in zip(found, verdicts, strict=True)]
 
 
 def check_trade_window(

@@ -13,7 +13,7 @@ they survive a sensor reset and are visible to anyone reading the table.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
@@ -172,35 +172,55 @@ class GapStore:
         after a refetch of the window (``refetched``), when every range still missing has
         just been asked of the exchange again and came back empty: it becomes confirmed.
         Rows no longer missing become ``filled``. Open rows keep their attempt count."""
-        missing = sorted(missing)
+        return self.record_windows(
+            series,
+            [(window_start, window_end, missing)],
+            step=step,
+            now_ms=now_ms,
+            refetched=refetched,
+        )[0]
+
+    def record_windows(
+        self,
+        series: Series,
+        windows: Sequence[tuple[int, int, Iterable[Range]]],
+        *,
+        step: int,
+        now_ms: int,
+        refetched: bool,
+    ) -> list[WindowVerdict]:
+        """``record_window`` for several windows of one series (a backfill's partitions) in
+        one transaction: one commit instead of one per partition, all or nothing."""
         t = self.table
+        verdicts = []
         with write_transaction(self.engine) as connection:
-            _lock_window(connection, series, window_start)
-            existing = {r.start: r for r in _window_rows(connection, t, series, window_start)}
-            known = [(r.start, r.end) for r in existing.values() if r.status == "confirmed"]
-            confirmed, unconfirmed = split_ranges(missing, known, step)
-            newly: list[Range] = []
-            if refetched:
-                newly, unconfirmed = unconfirmed, []
-                confirmed = sorted(confirmed + newly)
-            wanted: dict[int, GapRecord] = {}
-            for status, ranges in (("confirmed", confirmed), ("open", unconfirmed)):
-                for first, last in ranges:
-                    old = existing.get(first)
-                    wanted[first] = _row(
-                        series, window_start, window_end, first, last, status, now_ms, old
-                    )
-            for start, old in existing.items():
-                if start not in wanted:
-                    wanted[start] = replace(old, status="filled", checked_at=now_ms)
-            connection.execute(
-                sa.delete(t).where(*_series_where(t, series), _in_window(t, window_start))
-            )
-            if wanted:
-                connection.execute(sa.insert(t), [asdict(r) for r in wanted.values()])
-        return WindowVerdict(
-            series, window_start, window_end, tuple(confirmed), tuple(unconfirmed), tuple(newly)
-        )
+            existing_by_window: dict[int, list[GapRecord]] = {}
+            starts = [start for start, _end, _missing in windows]
+            for start in sorted(set(starts)):  # one order for every writer: no deadlock
+                _lock_window(connection, series, start)
+            for record in _window_rows(connection, t, series, starts):
+                existing_by_window.setdefault(record.window_start, []).append(record)
+            inserts: list[dict[str, Any]] = []
+            for window_start, window_end, missing in windows:
+                verdict, rows = _replace_window(
+                    series,
+                    window_start,
+                    window_end,
+                    sorted(missing),
+                    existing_by_window.get(window_start, []),
+                    step=step,
+                    now_ms=now_ms,
+                    refetched=refetched,
+                )
+                verdicts.append(verdict)
+                inserts += [asdict(r) for r in rows]
+            for chunk in _chunks(starts, 500):
+                connection.execute(
+                    sa.delete(t).where(*_series_where(t, series), t.c.window_start.in_(chunk))
+                )
+            if inserts:
+                connection.execute(sa.insert(t), inserts)
+        return verdicts
 
     def mark_attempt(self, target: RepairTarget, now_ms: int) -> int:
         """Count a repair attempt on the target window's open gaps; returns rows updated."""
@@ -216,6 +236,44 @@ class GapStore:
                 .values(attempts=target.attempt, last_attempt_at=now_ms)
             )
             return int(result.rowcount)
+
+
+def _replace_window(
+    series: Series,
+    window_start: int,
+    window_end: int,
+    missing: list[Range],
+    existing_rows: Sequence[GapRecord],
+    *,
+    step: int,
+    now_ms: int,
+    refetched: bool,
+) -> tuple[WindowVerdict, list[GapRecord]]:
+    """A window's verdict and the rows that replace ``existing_rows`` (see ``record_window``)."""
+    existing = {r.start: r for r in existing_rows}
+    known = [(r.start, r.end) for r in existing.values() if r.status == "confirmed"]
+    confirmed, unconfirmed = split_ranges(missing, known, step)
+    newly: list[Range] = []
+    if refetched:
+        newly, unconfirmed = unconfirmed, []
+        confirmed = sorted(confirmed + newly)
+    wanted: dict[int, GapRecord] = {}
+    for status, ranges in (("confirmed", confirmed), ("open", unconfirmed)):
+        for first, last in ranges:
+            old = existing.get(first)
+            wanted[first] = _row(series, window_start, window_end, first, last, status, now_ms, old)
+    for start, old in existing.items():
+        if start not in wanted:
+            wanted[start] = replace(old, status="filled", checked_at=now_ms)
+    verdict = WindowVerdict(
+        series, window_start, window_end, tuple(confirmed), tuple(unconfirmed), tuple(newly)
+    )
+    return verdict, list(wanted.values())
+
+
+def _chunks(values: Sequence[int], size: int) -> Iterator[Sequence[int]]:
+    for index in range(0, len(values), size):
+        yield values[index : index + size]
 
 
 def _row(
@@ -276,10 +334,13 @@ def _in_window(t: sa.Table, window_start: int) -> sa.ColumnElement[bool]:
 
 
 def _window_rows(
-    connection: Connection, t: sa.Table, series: Series, window_start: int
+    connection: Connection, t: sa.Table, series: Series, window_starts: Sequence[int]
 ) -> list[GapRecord]:
-    query = sa.select(*t.columns).where(*_series_where(t, series), _in_window(t, window_start))
-    return [GapRecord(**row._asdict()) for row in connection.execute(query)]
+    rows: list[GapRecord] = []
+    for chunk in _chunks(window_starts, 500):
+        query = sa.select(*t.columns).where(*_series_where(t, series), t.c.window_start.in_(chunk))
+        rows += [GapRecord(**row._asdict()) for row in connection.execute(query)]
+    return rows
 
 
 def records_as_json(records: Iterable[GapRecord]) -> list[dict[str, Any]]:

@@ -34,7 +34,7 @@ from crypto_pipelines.defs.partitions import is_monthly, market_partitions, symb
 from crypto_pipelines.defs.resources import MarketStoreResource
 from crypto_pipelines.domain.universe import ExchangeUniverse, Universe
 from crypto_pipelines.exchanges.venues import get_venue
-from crypto_pipelines.storage.gap_checks import GapCheck, check_candle_window, check_trade_window
+from crypto_pipelines.storage.gap_checks import GapCheck, check_candle_windows, check_trade_window
 from crypto_pipelines.storage.gaps import GapStore
 from crypto_pipelines.storage.store import MarketStore
 
@@ -43,7 +43,10 @@ MAX_LISTED_RANGES = 1000
 """Ranges listed in one evaluation's metadata; counts always cover all of them."""
 MAX_TABLE_ROWS = 50
 
-WindowCheck = Callable[[MarketStore, GapStore, str, int, int, int, bool], GapCheck]
+WindowsCheck = Callable[
+    [MarketStore, GapStore, str, list[tuple[int, int]], int, bool], list[GapCheck]
+]
+"""Checks one symbol's windows (its partitions in this run) and records them in ``gaps``."""
 
 
 def has_sequential_trade_ids(exchange: str) -> bool:
@@ -77,17 +80,16 @@ def gaps_checks(universe: Universe) -> list[dg.AssetChecksDefinition]:
 def _ohlcv_check(
     exchange: str, config: ExchangeUniverse, timeframe: str
 ) -> dg.AssetChecksDefinition:
-    def window(
+    def windows(
         store: MarketStore,
         gaps: GapStore,
         symbol: str,
-        start: int,
-        end: int,
+        spans: list[tuple[int, int]],
         now: int,
         refetched: bool,
-    ) -> GapCheck:
-        return check_candle_window(
-            store, gaps, exchange, symbol, timeframe, start, end, now_ms=now, refetched=refetched
+    ) -> list[GapCheck]:
+        return check_candle_windows(
+            store, gaps, exchange, symbol, timeframe, spans, now_ms=now, refetched=refetched
         )
 
     return _gaps_check(
@@ -95,7 +97,7 @@ def _ohlcv_check(
         config,
         f"ohlcv_{timeframe}",
         is_monthly("ohlcv", timeframe),
-        window,
+        windows,
         "candles",
         f"Every {timeframe} candle between the series' first and newest stored candle is stored, "
         "or is a confirmed gap (a refetch from the exchange returned nothing). Metadata: "
@@ -104,25 +106,27 @@ def _ohlcv_check(
 
 
 def _trades_check(exchange: str, config: ExchangeUniverse) -> dg.AssetChecksDefinition:
-    def window(
+    def windows(
         store: MarketStore,
         gaps: GapStore,
         symbol: str,
-        start: int,
-        end: int,
+        spans: list[tuple[int, int]],
         now: int,
         refetched: bool,
-    ) -> GapCheck:
-        return check_trade_window(
-            store, gaps, exchange, symbol, start, end, now_ms=now, refetched=refetched
-        )
+    ) -> list[GapCheck]:
+        return [
+            check_trade_window(
+                store, gaps, exchange, symbol, start, end, now_ms=now, refetched=refetched
+            )
+            for start, end in spans
+        ]
 
     return _gaps_check(
         exchange,
         config,
         "trades",
         is_monthly("trades"),
-        window,
+        windows,
         "ids",
         f"{exchange} numbers trades sequentially: every id from the last trade before the "
         "partition to its last trade is stored, or is a confirmed gap. Metadata: missing_ids, "
@@ -135,7 +139,7 @@ def _gaps_check(
     config: ExchangeUniverse,
     name: str,
     monthly: bool,
-    window: WindowCheck,
+    windows: WindowsCheck,
     unit: str,
     description: str,
 ) -> dg.AssetChecksDefinition:
@@ -159,12 +163,16 @@ def _gaps_check(
         now = int(time.time() * 1000)
 
         def verdicts() -> Iterator[tuple[str, Verdict]]:
+            by_symbol: dict[str, list[tuple[str, tuple[int, int]]]] = {}
             for partition_key in run_partition_keys(context):
                 span = symbol_ranges([partition_key], monthly=monthly)[0]
-                found = window(
-                    store, gap_store, span.symbol, span.start_ms, span.end_ms, now, refetched
+                by_symbol.setdefault(span.symbol, []).append(
+                    (partition_key, (span.start_ms, span.end_ms))
                 )
-                yield partition_key, gaps_verdict(found, unit)
+            for symbol, keyed in by_symbol.items():
+                found = windows(store, gap_store, symbol, [w for _k, w in keyed], now, refetched)
+                for (partition_key, _window), result in zip(keyed, found, strict=True):
+                    yield partition_key, gaps_verdict(result, unit)
 
         yield from emit(context, asset_key, GAPS_CHECK, verdicts(), blocking=False)
 
