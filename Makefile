@@ -7,10 +7,13 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
 .PHONY: dev test install lint typecheck unit validate bench replay clean
 
+# The package is byte-compiled at install: every Dagster run and code server imports it
+# afresh, and where PYTHONDONTWRITEBYTECODE is set nothing else would cache compiled modules.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m compileall -q crypto_pipelines
 	touch $(STAMP)
 
 install: $(STAMP)

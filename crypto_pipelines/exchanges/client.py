@@ -11,17 +11,20 @@ a real exchange by accident.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 from collections.abc import Mapping
-from typing import Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import ccxt
-import ccxt.async_support as ccxt_async
 
 from crypto_pipelines.exchanges.budget import SharedBudget, attach
 from crypto_pipelines.exchanges.venues import get_venue
 from crypto_pipelines.replay.routing import point_ccxt_at, replay_url_from_env
+
+if TYPE_CHECKING:  # the async flavour is imported when asked for: it costs every process 0.2 s
+    import ccxt.async_support as ccxt_async
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +114,7 @@ def make_client(
     spec = get_venue(exchange_id)
     if asynchronous and rate_budget is not False:
         raise ValueError("a shared rate budget paces the synchronous loader; asynchronous=False")
-    module: Any = ccxt_async if asynchronous else ccxt
+    module: Any = importlib.import_module("ccxt.async_support") if asynchronous else ccxt
     config: dict[str, Any] = {
         "enableRateLimit": enable_rate_limit,
         "timeout": timeout_ms,
