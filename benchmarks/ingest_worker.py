@@ -10,8 +10,9 @@ import sys
 import time
 from pathlib import Path
 
+from crypto_pipelines.domain.datasets import SeriesKey
 from crypto_pipelines.exchanges import get_venue, make_client
-from crypto_pipelines.exchanges.ingest import load_ohlcv
+from crypto_pipelines.ingest import load_series
 from crypto_pipelines.storage.store import MarketStore
 
 
@@ -31,8 +32,9 @@ def main(argv: list[str]) -> None:
     client.load_markets()
     with MarketStore.open(db_url) as store:
         t0 = time.perf_counter()
-        report = load_ohlcv(
-            client, get_venue(exchange), store, symbol, "1m", int(start), int(end), resume=False
+        series = SeriesKey(exchange, symbol, "ohlcv", "1m")
+        report = load_series(
+            client, get_venue(exchange), store, series, int(start), int(end), refetch=True
         )
         elapsed = time.perf_counter() - t0
     peak_mb = _peak_rss_mb()

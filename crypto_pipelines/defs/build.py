@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from crypto_pipelines.defs.assets.catalog import catalog_assets, markets_asset
-from crypto_pipelines.defs.assets.market_data import funding_rates_asset, ohlcv_asset, trades_asset
+from crypto_pipelines.defs.assets.market_data import market_assets
 from crypto_pipelines.defs.checks.cross_exchange import (
     cross_exchange_checks,
     cross_exchange_resource,
@@ -37,11 +37,7 @@ def build_assets(universe: Universe) -> list[dg.AssetsDefinition]:
     assets: list[dg.AssetsDefinition] = []
     for exchange, config in universe.exchanges.items():
         assets.append(markets_asset(exchange, config))
-        assets.extend(ohlcv_asset(exchange, config, timeframe) for timeframe in config.timeframes)
-        if config.trades:
-            assets.append(trades_asset(exchange, config))
-        if config.funding and config.may_list_perpetuals:
-            assets.append(funding_rates_asset(exchange, config))
+        assets.extend(market_assets(exchange, config))
     assets.extend(catalog_assets(list(universe.exchanges)))
     return assets
 
@@ -60,10 +56,9 @@ def build_definitions(universe: Universe) -> dg.Definitions:
         schedules=daily_schedules(universe),
         resources={
             "exchanges": ExchangesResource(source=universe.source),
-            "market_store": MarketStoreResource(
-                db_url=dg.EnvVar("CRYPTO_PIPELINES_DB_URL").get_value(),
-                source=universe.source,
-            ),
+            # No db_url: the store resolves $CRYPTO_PIPELINES_DB_URL when a run first uses
+            # it, so the database is the run's, not the one set when the code location loaded.
+            "market_store": MarketStoreResource(source=universe.source),
             "cross_exchange": cross_exchange_resource(),
         },
     )

@@ -18,11 +18,12 @@ def sync(
     Dagster instance of $DAGSTER_HOME."""
     import dagster as dg
 
+    from crypto_pipelines.defs.universe_check import load_checked_universe
     from crypto_pipelines.defs.universe_sync import sync_symbol_partitions
-    from crypto_pipelines.domain.universe import UniverseError, load_universe
+    from crypto_pipelines.domain.universe import UniverseError
 
     try:
-        loaded = load_universe(universe)
+        loaded = load_checked_universe(universe)
     except UniverseError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc

@@ -9,7 +9,7 @@ from typing import Any
 import dagster as dg
 
 from crypto_pipelines.domain.schemas import get_dataset
-from crypto_pipelines.exchanges.ingest import LoadReport
+from crypto_pipelines.ingest import BatchReport, LoadReport
 
 
 def column_schema(dataset: str) -> dg.TableSchema:
@@ -41,10 +41,15 @@ def load_metadata(reports: Sequence[LoadReport], source: str) -> dict[str, Any]:
     firsts = [r.first_ts for r in reports if r.first_ts is not None]
     lasts = [r.last_ts for r in reports if r.last_ts is not None]
     expected = [r.expected for r in reports if r.expected is not None]
+    batches = BatchReport()
+    for report in reports:
+        batches.add(report.batches)
     meta: dict[str, Any] = {
         "source": source,
-        "rows_written": sum(r.rows_written for r in reports),
-        "rows_fetched": sum(r.rows_fetched for r in reports),
+        "rows_written": batches.written,
+        "rows_fetched": batches.fetched,
+        "rows_unchanged": batches.unchanged,
+        "rows_rejected": batches.rejected,
         "rows_present": sum(r.present for r in reports),
         "first_ts": dg.MetadataValue.int(min(firsts)) if firsts else None,
         "last_ts": dg.MetadataValue.int(max(lasts)) if lasts else None,
@@ -57,17 +62,29 @@ def load_metadata(reports: Sequence[LoadReport], source: str) -> dict[str, Any]:
                     "symbol": r.symbol,
                     "start_ms": r.start_ms,
                     "end_ms": r.end_ms,
-                    "resumed_from_ms": r.fetched_from_ms,
+                    "fetched_spans": [list(span) for span in r.spans],
                     "rows": r.rows_fetched,
+                    "rejected": r.rows_rejected,
                 }
                 for r in reports
             ]
         ),
     }
+    if batches.resolved:
+        meta["rejections_resolved"] = batches.resolved
+    if batches.rejected:
+        meta["rejected_by_rule"] = dg.MetadataValue.json(batches.rejected_by_rule())
+        meta["rejected_rows"] = dg.MetadataValue.json(
+            [
+                {"symbol": r.series.symbol, "key": r.key, "ts": r.ts, "rules": list(r.rules)}
+                for r in batches.rejections
+            ]
+        )
     if expected:
-        meta["candles_expected"] = sum(expected)
-        meta["candles_present"] = meta["rows_present"]
-        meta["candles_missing"] = sum(expected) - meta["rows_present"]
+        unit = reports[0].series.spec.unit
+        meta[f"{unit}_expected"] = sum(expected)
+        meta[f"{unit}_present"] = meta["rows_present"]
+        meta[f"{unit}_missing"] = sum(expected) - meta["rows_present"]
     notes = sorted({n for r in reports for n in r.notes})
     if notes:
         meta["notes"] = dg.MetadataValue.md("\n".join(f"- {n}" for n in notes))

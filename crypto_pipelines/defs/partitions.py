@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from crypto_pipelines.domain.timeframes import HOUR_MS, timeframe_ms
+from crypto_pipelines.domain.datasets import get_market_dataset
 
 DATE = "date"
 SYMBOL = "symbol"
@@ -44,12 +44,9 @@ def date_partitions(start: str, *, monthly: bool) -> dg.TimeWindowPartitionsDefi
 
 
 def is_monthly(dataset: str, timeframe: str | None = None) -> bool:
-    """Monthly for 1h+ candles and funding rates; daily for finer candles and trades."""
-    if dataset == "funding_rates":
-        return True
-    if dataset == "ohlcv" and timeframe is not None:
-        return timeframe_ms(timeframe) >= HOUR_MS
-    return False
+    """Monthly for 1h+ candles and funding rates; daily for finer candles, trades and open
+    interest (``MarketDataset.monthly_from_ms``)."""
+    return get_market_dataset(dataset).is_monthly(timeframe)
 
 
 def market_partitions(exchange: str, start: str, *, monthly: bool) -> dg.MultiPartitionsDefinition:

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import re
 from typing import Any
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import make_url
 
 from crypto_pipelines.domain.universe import Source
 from crypto_pipelines.exchanges.budget import DEFAULT_MARGIN, SharedBudget
 from crypto_pipelines.exchanges.client import make_client
-from crypto_pipelines.replay.routing import REPLAY_URL_ENV
+from crypto_pipelines.exchanges.routing import REPLAY_URL_ENV
+from crypto_pipelines.storage.engine import DB_URL_ENV, default_db_url
 from crypto_pipelines.storage.store import MarketStore
 
 
@@ -47,8 +52,6 @@ class ExchangesResource(dg.ConfigurableResource):
     _clients: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     def effective_replay_url(self) -> str | None:
-        import os
-
         return self.replay_url or os.environ.get(REPLAY_URL_ENV) or None
 
     def client(self, exchange_id: str) -> Any:
@@ -81,7 +84,12 @@ class ExchangesResource(dg.ConfigurableResource):
 class MarketStoreResource(dg.ConfigurableResource):
     """The SQL database of market data. ``db_url`` defaults to ``$CRYPTO_PIPELINES_DB_URL``,
     else a SQLite file under ``DAGSTER_HOME``: ``market.db`` for live data and
-    ``market-replay.db`` for replayed data."""
+    ``market-replay.db`` for replayed data.
+
+    The default is resolved when a run (or sensor, or schedule) first uses the store, in the
+    process using it, not when the code location loads: the definitions carry no database
+    URL, so changing ``CRYPTO_PIPELINES_DB_URL`` takes effect for the next run and a URL (and
+    its password) is never baked into the definitions Dagster serialises."""
 
     db_url: str | None = Field(default=None, description="SQLAlchemy URL of the market database")
     source: str = Field(default="live", description="live | replay (chooses the default database)")
@@ -89,12 +97,44 @@ class MarketStoreResource(dg.ConfigurableResource):
     _store: MarketStore | None = PrivateAttr(default=None)
 
     def store(self) -> MarketStore:
+        """The store, opened and migrated on first use. A database that cannot be opened
+        (unreachable, refused, not a URL, a SQLite folder that cannot be made) fails the run with ``dg.Failure`` naming
+        ``CRYPTO_PIPELINES_DB_URL`` and the URL, password hidden: the driver's own error
+        says what failed but not which setting to fix."""
         if self._store is None:
             source: Source = "replay" if self.source == "replay" else "live"
-            self._store = MarketStore.open(self.db_url, source=source)
+            url = self.db_url or default_db_url(source)
+            try:
+                self._store = MarketStore.open(url, source=source)
+            except (sa_exc.DBAPIError, sa_exc.ArgumentError, ValueError, OSError) as exc:
+                raise dg.Failure(description=self._unusable(url, exc)) from exc
         return self._store
+
+    def _unusable(self, url: str, exc: Exception) -> str:
+        shown = _hide_password(url)
+        if self.db_url:
+            origin = f"the market_store resource's db_url (it overrides ${DB_URL_ENV})"
+        elif os.environ.get(DB_URL_ENV, "").strip():
+            origin = f"${DB_URL_ENV}"
+        else:
+            origin = f"the default SQLite file, as ${DB_URL_ENV} is unset"
+        cause = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
+        reason = " ".join(str(cause).split()).replace(url, shown)
+        return (
+            f"cannot open the market database {shown} (from {origin}); set {DB_URL_ENV} to "
+            "a reachable SQLite or PostgreSQL URL (postgresql+psycopg://USER:PASSWORD@HOST/DB). "
+            f"{type(cause).__name__}: {reason}"
+        )
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._store is not None:
             self._store.close()
             self._store = None
+
+
+def _hide_password(url: str) -> str:
+    """``url`` with its password as ``***`` (also when SQLAlchemy cannot parse it)."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except sa_exc.ArgumentError:
+        return re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", url)

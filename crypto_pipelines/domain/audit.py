@@ -36,8 +36,8 @@ import pandera.errors as pa_errors
 import pandera.pandas as pa
 
 from crypto_pipelines.domain.checks import unique_key
+from crypto_pipelines.domain.datasets import MARKET_DATASETS
 from crypto_pipelines.domain.schemas import Dataset, get_dataset
-from crypto_pipelines.domain.timeframes import TimeframeError, timeframe_ms
 from crypto_pipelines.domain.validation import failure_counts, rule_keys
 
 INSIDE_PARTITION = "inside_partition"
@@ -65,11 +65,8 @@ class Audit:
 def open_bound(dataset: str, now_ms: int, timeframe: str | None = None) -> int:
     """The exclusive upper bound of ``ts`` for rows complete at ``now_ms``: a candle must have
     closed (``ts + timeframe <= now``), any other row must not be in the future."""
-    if dataset == "ohlcv" and timeframe is not None:
-        try:
-            return now_ms - timeframe_ms(timeframe) + 1
-        except TimeframeError:  # calendar months: only "not in the future"
-            return now_ms + 1
+    if dataset in MARKET_DATASETS:
+        return MARKET_DATASETS[dataset].open_bound(now_ms, timeframe)
     return now_ms + 1
 
 

@@ -28,6 +28,7 @@ from crypto_pipelines.domain import checks
 OHLCV_KEY: Final = ("exchange", "symbol", "timeframe", "ts")
 TRADES_KEY: Final = ("exchange", "symbol", "trade_id")
 FUNDING_RATES_KEY: Final = ("exchange", "symbol", "ts")
+OPEN_INTEREST_KEY: Final = ("exchange", "symbol", "ts")
 ORDER_BOOK_KEY: Final = ("exchange", "symbol", "ts", "side", "level")
 ASSET_KEY: Final = ("code",)
 PAIR_KEY: Final = ("exchange", "symbol")
@@ -77,11 +78,11 @@ class OHLCV(_Market):
 
     @pa.check("open", "high", "low", "close", name="price_positive")
     def price_positive(cls, series: pd.Series) -> pd.Series:
-        return series > 0
+        return (series > 0) & (series < np.inf)  # a positive, finite number
 
     @pa.check("volume", name="volume_non_negative")
     def volume_non_negative(cls, series: pd.Series) -> pd.Series:
-        return series >= 0
+        return (series >= 0) & (series < np.inf)
 
     @pa.dataframe_check(name="high_ge_open_close")
     def high_ge_open_close(cls, df: pd.DataFrame) -> pd.Series:
@@ -116,11 +117,11 @@ class Trades(_Market):
 
     @pa.check("price", name="price_positive")
     def price_positive(cls, series: pd.Series) -> pd.Series:
-        return series > 0
+        return (series > 0) & (series < np.inf)
 
     @pa.check("amount", name="amount_positive")
     def amount_positive(cls, series: pd.Series) -> pd.Series:
-        return series > 0
+        return (series > 0) & (series < np.inf)
 
     @pa.dataframe_check(name="unique_key")
     def unique_key(cls, df: pd.DataFrame) -> pd.Series:
@@ -141,9 +142,44 @@ class FundingRates(_Market):
     def rate_finite(cls, series: pd.Series) -> pd.Series:
         return series.abs() < float("inf")
 
+    @pa.check("rate", name="rate_bounded")
+    def rate_bounded(cls, series: pd.Series) -> pd.Series:
+        # Exchanges cap funding at a few percent per interval; 100% is a corrupt value.
+        return ~(series.abs() >= 1.0)
+
     @pa.dataframe_check(name="unique_key")
     def unique_key(cls, df: pd.DataFrame) -> pd.Series:
         return checks.unique_key(df, FUNDING_RATES_KEY)
+
+
+class OpenInterest(_Market):
+    """Open interest of a perpetual swap, sampled every 5 minutes (``ts`` = sample time).
+
+    ``open_interest`` is in contracts (base units for linear swaps) and
+    ``open_interest_value`` in the quote currency; a venue that reports only one of the two
+    leaves the other null (Bybit's history has no value)."""
+
+    ts: Series[np.int64] = pa.Field(description="sample time, epoch ms UTC")
+    open_interest: Series[float] = pa.Field(nullable=True, description="contracts outstanding")
+    open_interest_value: Series[float] = pa.Field(
+        nullable=True, description="their value in the quote currency"
+    )
+
+    @pa.check("symbol", name="symbol_is_swap")
+    def symbol_is_swap(cls, series: pd.Series) -> pd.Series:
+        return checks.unified_symbol(series, swap=True)
+
+    @pa.check("open_interest", "open_interest_value", name="open_interest_non_negative")
+    def open_interest_non_negative(cls, series: pd.Series) -> pd.Series:
+        return ~((series < 0) | (series == np.inf))  # null is allowed
+
+    @pa.dataframe_check(name="some_value")
+    def some_value(cls, df: pd.DataFrame) -> pd.Series:
+        return df["open_interest"].notna() | df["open_interest_value"].notna()
+
+    @pa.dataframe_check(name="unique_key")
+    def unique_key(cls, df: pd.DataFrame) -> pd.Series:
+        return checks.unique_key(df, OPEN_INTEREST_KEY)
 
 
 class OrderBookSnapshots(_Market):
@@ -314,6 +350,7 @@ DATASETS: Final[Mapping[str, Dataset]] = MappingProxyType(
             Dataset("ohlcv", OHLCV, OHLCV_KEY),
             Dataset("trades", Trades, TRADES_KEY, indexes=(("exchange", "symbol", "ts"),)),
             Dataset("funding_rates", FundingRates, FUNDING_RATES_KEY),
+            Dataset("open_interest", OpenInterest, OPEN_INTEREST_KEY),
             Dataset("order_book_snapshots", OrderBookSnapshots, ORDER_BOOK_KEY),
             Dataset("crypto_assets", CryptoAssets, ASSET_KEY, time_column=None),
             Dataset("crypto_pairs", CryptoPairs, PAIR_KEY, time_column=None),

@@ -3,6 +3,9 @@
 Read from the YAML file named by ``CRYPTO_PIPELINES_UNIVERSE`` (default: the documented
 ``default_universe.yaml`` shipped in this package). Validation is pydantic's, so a malformed
 file is refused when the code location loads with a message naming the key and the reason.
+The checks here are syntax only; whether each exchange offers what the file asks for is
+checked against the venue registry by the layers that load a universe to run it
+(``crypto_pipelines.defs.universe_check``), so the domain imports no exchange code.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from crypto_pipelines.domain.datasets import MARKET_DATASETS, MarketDataset
 from crypto_pipelines.domain.symbols import SymbolError, parse_symbol
 from crypto_pipelines.domain.timeframes import TimeframeError, timeframe_ms
 from crypto_pipelines.domain.universe_options import IncrementalSettings, ListingFilters
@@ -40,6 +44,7 @@ class ExchangeUniverse(BaseModel):
     start: date = date(2024, 1, 1)
     trades: bool = False
     funding: bool = True
+    open_interest: bool = False
     filters: ListingFilters | None = None
     incremental: IncrementalSettings = IncrementalSettings()
 
@@ -88,49 +93,54 @@ class ExchangeUniverse(BaseModel):
         (decides whether a funding-rates asset is built)."""
         return bool(self.perpetuals) or (self.filters is not None and "swap" in self.filters.types)
 
+    def enables(self, flag: str | None) -> bool:
+        """Whether the dataset enabled by universe key ``flag`` (``trades``, ``funding``,
+        ``open_interest``; None: always, as candles) is loaded for this exchange."""
+        return flag is None or bool(getattr(self, flag))
+
+    def series_datasets(self) -> list[tuple[MarketDataset, str | None]]:
+        """Every (dataset, timeframe) this exchange loads: one asset each, in registry order
+        (candles once per timeframe). Perpetuals-only datasets only where perpetuals can be
+        among the symbols."""
+        found: list[tuple[MarketDataset, str | None]] = []
+        for spec in MARKET_DATASETS.values():
+            if not self.enables(spec.universe_flag):
+                continue
+            if "spot" not in spec.market_types and not self.may_list_perpetuals:
+                continue
+            timeframes: tuple[str | None, ...] = self.timeframes if spec.per_timeframe else (None,)
+            found.extend((spec, timeframe) for timeframe in timeframes)
+        return found
+
 
 class Universe(BaseModel):
+    """What the pipelines cover, checked for syntax only (symbols, timeframes, filters).
+
+    Whether each exchange offers it is a question for the venue registry in
+    ``crypto_pipelines.exchanges``, which the domain does not import: the layers that load
+    a universe to run it check that."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     source: Source = "live"
     exchanges: dict[str, ExchangeUniverse] = Field(min_length=1)
-
-    @model_validator(mode="after")
-    def _exchanges_supported(self) -> Universe:
-        # The venue registry is the one record of what each exchange offers.
-        from crypto_pipelines.exchanges.venues import VENUES
-
-        for name, exchange in self.exchanges.items():
-            venue = VENUES.get(name)
-            if venue is None:
-                known = ", ".join(sorted(VENUES))
-                raise ValueError(f"exchanges.{name}: unknown exchange (supported: {known})")
-            unsupported = [t for t in exchange.timeframes if t not in venue.timeframes]
-            if unsupported:
-                raise ValueError(
-                    f"exchanges.{name}.timeframes: {name} has no {', '.join(unsupported)} candles"
-                )
-            if exchange.perpetuals and "swap" not in venue.market_types:
-                raise ValueError(
-                    f"exchanges.{name}.symbols: {name} lists no perpetual swaps: {', '.join(exchange.perpetuals)}"
-                )
-            filters = exchange.filters
-            if filters is not None and not set(filters.types) <= venue.market_types:
-                wrong = sorted(set(filters.types) - venue.market_types)
-                raise ValueError(
-                    f"exchanges.{name}.filters.types: {name} lists no {', '.join(wrong)} markets"
-                )
-        return self
 
 
 def default_universe_path() -> Path:
     return Path(str(resources.files("crypto_pipelines.domain").joinpath("default_universe.yaml")))
 
 
+def universe_path(path: Path | str | None = None) -> Path:
+    """The file ``load_universe(path)`` reads: ``path``, else ``$CRYPTO_PIPELINES_UNIVERSE``,
+    else the default (so callers that check more can name the same file)."""
+    return Path(path or os.environ.get(UNIVERSE_ENV) or default_universe_path())
+
+
 def load_universe(path: Path | str | None = None) -> Universe:
     """The universe from ``path``, else ``$CRYPTO_PIPELINES_UNIVERSE``, else the default;
-    ``$CRYPTO_PIPELINES_SOURCE`` overrides the file's ``source``."""
-    chosen = Path(path or os.environ.get(UNIVERSE_ENV) or default_universe_path())
+    ``$CRYPTO_PIPELINES_SOURCE`` overrides the file's ``source``. Checks syntax only: see
+    ``Universe``."""
+    chosen = universe_path(path)
     try:
         raw = yaml.safe_load(chosen.read_text(encoding="utf-8"))
     except OSError as exc:

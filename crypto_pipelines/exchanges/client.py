@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 import ccxt
 
 from crypto_pipelines.exchanges.budget import SharedBudget, attach
+from crypto_pipelines.exchanges.routing import point_ccxt_at, replay_url_from_env
 from crypto_pipelines.exchanges.venues import get_venue
-from crypto_pipelines.replay.routing import point_ccxt_at, replay_url_from_env
 
 if TYPE_CHECKING:  # the async flavour is imported when asked for: it costs every process 0.2 s
     import ccxt.async_support as ccxt_async

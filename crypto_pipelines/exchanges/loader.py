@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from crypto_pipelines.domain.schemas import get_dataset
 from crypto_pipelines.domain.timeframes import DAY_MS, timeframe_ms
 from crypto_pipelines.exchanges.calls import Caller, FetchStats, RetryPolicy, market_kind, timed
 from crypto_pipelines.exchanges.errors import UnsupportedRequest
@@ -41,8 +42,8 @@ from crypto_pipelines.exchanges.parse import (
 from crypto_pipelines.exchanges.trades import TRADE_FRAME_COLUMNS, iter_trades
 from crypto_pipelines.exchanges.venues import RangeQuery, VenueSpec, get_venue
 
-OHLCV_COLUMNS = ("exchange", "symbol", "timeframe", "ts", *CANDLE_VALUES)
-FUNDING_COLUMNS = ("exchange", "symbol", "ts", "rate")
+OHLCV_COLUMNS = get_dataset("ohlcv").columns  # from the Pandera model, in model order
+FUNDING_COLUMNS = get_dataset("funding_rates").columns
 DEFAULT_CHUNK_ROWS = 10_000
 #: OKX-style recent endpoints are used only this many bars inside their horizon, so that a
 #: client clock running behind the exchange's cannot ask for bars already dropped.

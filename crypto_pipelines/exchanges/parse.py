@@ -134,8 +134,10 @@ def candle_block(
     where: Where,
     span: tuple[int, int],
 ) -> Block:
-    """Candle rows to columns, validated: ordered, unique, inside ``span``, on the grid,
-    prices positive and consistent (low <= open, close <= high), volume >= 0 or NaN."""
+    """Candle rows to columns, checked as a protocol: readable numbers, ordered, unique,
+    inside ``span``, on the grid. Value rules (prices positive, low <= open/close <= high,
+    volume >= 0) are the dataset model's: a candle breaking them is kept, and the ingestion
+    sink quarantines it, so one bad candle does not throw away its whole page."""
     if not rows:
         return Block.empty(CANDLE_VALUES, [np.float64] * 5)
     c = spec.columns
@@ -153,23 +155,6 @@ def candle_block(
     if len(off_grid):
         i = int(off_grid[0])
         raise where.fail(span, f"candle at {iso(int(ts[i]))} is not aligned to the timeframe")
-    o, h, lo, cl, v = values.T
-    prices = values[:, :4]
-    problems = (
-        (~np.isfinite(prices).all(axis=1), "a price is not a finite number"),
-        ((prices <= 0).any(axis=1), "a price is not positive"),
-        (
-            (lo > np.minimum(o, cl)) | (h < np.maximum(o, cl)),
-            "low/high do not bracket open and close",
-        ),
-        (v < 0, "volume is negative"),
-        (np.isinf(v), "volume is infinite"),
-    )
-    for mask, problem in problems:
-        bad = np.flatnonzero(mask)
-        if len(bad):
-            i = int(bad[0])
-            raise where.fail(span, f"{problem}: candle at {iso(int(ts[i]))} {values[i].tolist()}")
     return Block(
         ts, {name: np.ascontiguousarray(values[:, j]) for j, name in enumerate(CANDLE_VALUES)}
     )
@@ -194,9 +179,10 @@ TRADE_COLUMNS = ("trade_id", "side", "price", "amount")
 def trade_block(
     rows: list[Any], fields: TradeFields, newest_first: bool, where: Where, span: tuple[int, int]
 ) -> Block:
-    """Trade objects to columns, oldest first: times ordered as documented, ids unique,
-    price and amount positive, side mapped to the taker's. Range checks are the caller's
-    (a trade page is bounded by ids as often as by times)."""
+    """Trade objects to columns, oldest first: times ordered as documented, ids present and
+    unique, side mapped to the taker's (None when the venue sent something else). Range checks
+    are the caller's (a trade page is bounded by ids as often as by times); value rules (side,
+    price and amount positive) are the model's, and the sink quarantines what breaks them."""
     if not rows:
         return Block.empty(TRADE_COLUMNS, [object, object, np.float64, np.float64])
     ts = _trade_times(rows, fields, where, span)
@@ -208,30 +194,17 @@ def trade_block(
     block = Block(ts, {"trade_id": ids, "side": sides, "price": price, "amount": amount}).select(
         order
     )
-    checks = (
-        (block.cols["trade_id"] == "", "a trade has no id"),
-        (pd.isna(block.cols["side"]), f"side is not one of {sorted(map(str, fields.sides))}"),
-        (
-            ~(np.isfinite(block.cols["price"]) & (block.cols["price"] > 0)),
-            "price is not a positive number",
-        ),
-        (
-            ~(np.isfinite(block.cols["amount"]) & (block.cols["amount"] > 0)),
-            "amount is not a positive number",
-        ),
-    )
-    for mask, problem in checks:
-        bad = np.flatnonzero(mask)
-        if len(bad):
-            raise where.fail(span, f"{problem}: trade {rows[int(order[bad[0]])]}")
+    missing_id = np.flatnonzero(block.cols["trade_id"] == "")
+    if len(missing_id):
+        raise where.fail(span, f"a trade has no id: trade {rows[int(order[missing_id[0]])]}")
     if len(set(block.cols["trade_id"].tolist())) != len(block):
         raise where.fail(span, "duplicate trade ids in one page")
     return block
 
 
 def funding_block(rows: list[Any], spec: FundingSpec, where: Where, span: tuple[int, int]) -> Block:
-    """Funding objects to columns, oldest first: unique times inside ``span``, finite rates
-    of less than 100% per interval."""
+    """Funding objects to columns, oldest first: unique times inside ``span``. Whether a rate
+    is sane (finite, under 100% per interval) is the model's rule: the sink quarantines it."""
     if not rows:
         return Block.empty(("rate",), [np.float64])
     ts = _numbers(rows, itemgetter(spec.ts_field), where, span, np.int64)
@@ -243,10 +216,4 @@ def funding_block(rows: list[Any], spec: FundingSpec, where: Where, span: tuple[
     order = _oriented(ts, spec.newest_first, True, where, span)
     ts, rates = ts[order], rates[order]
     _in_span(ts, where, span)
-    bad = np.flatnonzero(~(np.isfinite(rates) & (np.abs(rates) < 1.0)))
-    if len(bad):
-        i = int(bad[0])
-        raise where.fail(
-            span, f"funding rate at {iso(int(ts[i]))} is not a sane number: {rates[i]}"
-        )
     return Block(ts, {"rate": rates})

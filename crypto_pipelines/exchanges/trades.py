@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from crypto_pipelines.domain.schemas import get_dataset
 from crypto_pipelines.exchanges.calls import (
     Caller,
     FetchStats,
@@ -40,7 +41,7 @@ from crypto_pipelines.exchanges.venues import MarketKind, TradesPaging, TradesSp
 
 log = logging.getLogger(__name__)
 
-TRADE_FRAME_COLUMNS = ("exchange", "symbol", "trade_id", "ts", "side", "price", "amount")
+TRADE_FRAME_COLUMNS = get_dataset("trades").columns  # from the Pandera model
 
 
 class _Pager:

@@ -316,7 +316,8 @@ def record(
         True, "--progress/--no-progress", help="Progress bars on stderr."
     ),
 ) -> None:
-    """Record a tape from an exchange's public REST API through stock ccxt, rate limiter on.
+    """Record a tape from an exchange's public REST API through stock ccxt, rate limiter on,
+    paying the exchange's request budget shared with the pipelines on this machine.
 
     Prints one line per series written. On failure exits 1 naming exchange, symbol and problem.
     """

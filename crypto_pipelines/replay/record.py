@@ -40,6 +40,11 @@ import ccxt
 
 from crypto_pipelines.domain.symbols import symbol_to_dir
 from crypto_pipelines.domain.timeframes import TimeframeError, timeframe_ms
+from crypto_pipelines.exchanges.budget import SharedBudget, attach, attached
+from crypto_pipelines.exchanges.client import make_client
+from crypto_pipelines.exchanges.routing import point_ccxt_at, replay_url_from_env
+from crypto_pipelines.exchanges.venues import VENUES
+from crypto_pipelines.replay.record_budget import paying
 from crypto_pipelines.replay.record_paging import Pager
 from crypto_pipelines.replay.record_profiles import (
     PROFILES,
@@ -55,7 +60,6 @@ from crypto_pipelines.replay.record_support import (
     decimal_text,
     precision_text,
 )
-from crypto_pipelines.replay.routing import point_ccxt_at, replay_url_from_env
 from crypto_pipelines.replay.tape import writer
 from crypto_pipelines.replay.tape.markets import MarketSpec
 
@@ -97,13 +101,29 @@ class RecordSummary:
 
 def make_exchange(exchange_id: str, replay_url: str | None = None) -> Any:
     """A stock ccxt client with its rate limiter on, routed to the replay exchange when
-    ``replay_url`` is given or ``CRYPTO_PIPELINES_REPLAY_URL`` is set."""
+    ``replay_url`` is given or ``CRYPTO_PIPELINES_REPLAY_URL`` is set, carrying the
+    exchange's request budget shared by every process on the machine, which ``record_tape``
+    pays every request from: a recording beside running pipelines then stays inside each
+    exchange's limits together with them instead of on top of them.
+
+    The venues the pipelines load are made by their client factory
+    (``exchanges.client.make_client``: the venue's ccxt options, its budget from
+    ``SharedBudget.for_venue``). Other ccxt ids get a plain client: Binance's futures ids
+    (``binanceusdm``, ``binancecoinm``, recorded into ``binance/``) with Binance's budget,
+    whose weights cover their endpoints; ids no venue covers with no budget."""
+    url = replay_url or replay_url_from_env()
+    if exchange_id in VENUES:
+        return make_client(exchange_id, replay_url=url, rate_budget=True)
     cls = getattr(ccxt, exchange_id, None)
     if not isinstance(cls, type) or not issubclass(cls, ccxt.Exchange):
         raise RecordError(f"{exchange_id}: not a ccxt exchange id")
     exchange = cls({"enableRateLimit": True})
-    url = replay_url or replay_url_from_env()
-    return point_ccxt_at(exchange, url) if url else exchange
+    if url:
+        point_ccxt_at(exchange, url)
+    profile = PROFILES.get(exchange_id)
+    if profile is not None and profile.tape_name in VENUES:
+        attach(exchange, SharedBudget.for_venue(profile.tape_name, replay_url=url))
+    return exchange
 
 
 def record_tape(
@@ -130,23 +150,25 @@ def record_tape(
     anything else, and any answer that fails the checks (order, duplicates, alignment, range),
     raises RecordError naming exchange, symbol and problem. ``profile`` overrides the
     exchange's paging data (a venue not in PROFILES, or smaller pages in tests). ``progress``
-    draws tqdm bars on stderr."""
+    draws tqdm bars on stderr. Every request is first paid from the shared budget attached
+    to the client, if any (``make_exchange`` attaches the machine's: ``record_budget``)."""
     ex: Any = exchange
     chosen = profile or PROFILES.get(ex.id)
     if chosen is None:
         raise RecordError(f"{ex.id}: no paging profile (known: {', '.join(sorted(PROFILES))})")
     pager = Pager(ex, chosen, progress=progress, retries=retries, retry_delay_s=retry_delay_s)
     recorder = _Recorder(pager, Path(out_dir), compress)
-    return recorder.run(
-        list(dict.fromkeys(symbols)),
-        list(dict.fromkeys(timeframes)),
-        since_ms,
-        until_ms,
-        trades=trades,
-        funding=funding,
-        book=book,
-        book_depth=book_depth,
-    )
+    with paying(ex, attached(ex)):
+        return recorder.run(
+            list(dict.fromkeys(symbols)),
+            list(dict.fromkeys(timeframes)),
+            since_ms,
+            until_ms,
+            trades=trades,
+            funding=funding,
+            book=book,
+            book_depth=book_depth,
+        )
 
 
 class _Recorder:

@@ -7,7 +7,8 @@ for ten million candles without shipping them. The data is shaped to exercise wh
 pipelines check: candles derive exactly from trades and aggregate exactly into coarser
 timeframes, some minutes have no trades (so their candles are missing, as on a real
 exchange), the same pair on two venues stays within a few bps, perpetuals pay funding every
-8 h, and books are uncrossed snapshots on the tick grid. The model lives in
+8 h and report open interest every 5 minutes, and books are uncrossed snapshots on the tick
+grid. The model lives in
 ``synth_model``/``synth_series``; fast exact number rendering in ``synth_format``.
 """
 
@@ -44,7 +45,12 @@ from crypto_pipelines.replay.synth_markets import (
 from crypto_pipelines.replay.synth_model import Instrument, ModelOptions
 from crypto_pipelines.replay.synth_series import SeriesModel
 from crypto_pipelines.replay.tape.markets import MarketSpec
-from crypto_pipelines.replay.tape.series import FUNDING_HEADER, OHLCV_HEADER, TRADES_HEADER
+from crypto_pipelines.replay.tape.series import (
+    FUNDING_HEADER,
+    OHLCV_HEADER,
+    OPEN_INTEREST_HEADER,
+    TRADES_HEADER,
+)
 from crypto_pipelines.replay.tape.writer import symbol_dir, write_markets
 
 log = logging.getLogger(__name__)
@@ -79,6 +85,7 @@ class SynthSpec:
     trades: bool = True
     books: bool = True
     funding: bool = True
+    open_interest: bool = True
     gap_rate: float = 0.002
     outages_per_day: float = 0.5
     trades_per_minute: float = 6.0
@@ -192,6 +199,7 @@ class SynthSummary:
     trades: int = 0
     books: int = 0
     funding: int = 0
+    open_interest: int = 0
 
 
 def write_synthetic_tape(root: Path | str, spec: SynthSpec | None = None) -> SynthSummary:
@@ -211,6 +219,7 @@ def write_synthetic_tape(root: Path | str, spec: SynthSpec | None = None) -> Syn
         trades_per_minute=spec.trades_per_minute,
         book_every_minutes=spec.book_every_minutes,
         book_depth=spec.book_depth,
+        open_interest=spec.open_interest,
     )
     summary = SynthSummary()
     for exchange in spec.exchanges:
@@ -272,6 +281,8 @@ def _write_series(
         trades = sink("trades.csv", TRADES_HEADER) if spec.trades else None
         books = sink("book.jsonl", None) if spec.books else None
         funding = sink("funding.csv", FUNDING_HEADER) if spec.funding and kind != "spot" else None
+        swap_oi = spec.open_interest and kind != "spot"
+        interest = sink("open_interest.csv", OPEN_INTEREST_HEADER) if swap_oi else None
 
         def candles_out(tf: str, candles: CandleArrays) -> None:
             n = len(candles[0])
@@ -304,6 +315,13 @@ def _write_series(
             if funding is not None and data.funding is not None:
                 ts, rate = data.funding
                 funding.write(render([Num(ts), b",", Num(rate, 8), b"\n"], len(ts)), len(ts))
+            if interest is not None and data.open_interest is not None:
+                ts, steps, value = data.open_interest
+                parts = [
+                    Num(ts), b",", Num(steps * amount.units, amount.decimals), b",",
+                    Num(value, model.open_interest.value_decimals), b"\n",
+                ]  # fmt: skip
+                interest.write(render(parts, len(ts)), len(ts))
         for tf, rollup in rollups.items():
             candles_out(tf, rollup.flush())
         summary.series += 1
@@ -311,6 +329,7 @@ def _write_series(
         summary.trades += trades.rows if trades else 0
         summary.books += books.rows if books else 0
         summary.funding += funding.rows if funding else 0
+        summary.open_interest += interest.rows if interest else 0
     log.debug("synthetic series %s %s written", exchange, market.symbol)
 
 

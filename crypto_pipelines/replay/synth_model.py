@@ -1,4 +1,5 @@
-"""The market model behind synthetic tapes: prices, activity, gaps, trades, books, funding.
+"""The market model behind synthetic tapes: prices, activity, gaps, trades, books, funding
+(open interest: ``synth_open_interest``).
 
 Everything is integer counts of a market's tick (prices) or step (amounts) so that candles
 aggregate exactly and render without float noise. Randomness is drawn one UTC-relative day
@@ -215,6 +216,8 @@ class ChunkData:
     trades: tuple[IntArray, IntArray, IntArray, IntArray, IntArray] | None = None
     books: tuple[IntArray, IntArray, IntArray, IntArray, IntArray] | None = None
     funding: tuple[IntArray, IntArray] | None = None
+    #: ts, contracts in amount steps, quote value in units of the model's value_decimals
+    open_interest: tuple[IntArray, IntArray, IntArray] | None = None
 
 
 @dataclass
@@ -231,3 +234,4 @@ class ModelOptions:
     trades_per_minute: float
     book_every_minutes: int
     book_depth: int
+    open_interest: bool = True

@@ -43,6 +43,7 @@ from crypto_pipelines.replay.synth_model import (
     seasonality,
     stream,
 )
+from crypto_pipelines.replay.synth_open_interest import OpenInterestModel
 
 _FUNDING_UNIT = 1e8  # funding rates are written with 8 decimals
 _FUNDING_CAP = 0.0075
@@ -71,6 +72,7 @@ class SeriesModel:
         self.last_log: float | None = None
         self.next_id = 100_000_000 + zlib.crc32(self.key.encode()) % 900_000_000
         self.funding_state = 0.0
+        self.open_interest = OpenInterestModel(seed, inst, self.key)
         symbol_factor = 1.5 if inst.kind != "spot" else 1.0
         symbol_factor *= {"BTC": 1.0, "ETH": 0.8}.get(inst.base, 0.4)
         self.rate = opts.trades_per_minute * VENUE_ACTIVITY.get(inst.exchange, 0.5) * symbol_factor
@@ -121,6 +123,8 @@ class SeriesModel:
             out.books = self._books(d0, d1, minute_ts, log_start, usd_base)
         if opts.funding and self.inst.kind != "spot":
             out.funding = self._funding(d0, d1, minute_ts)
+        if opts.open_interest and self.inst.kind != "spot":
+            out.open_interest = self.open_interest.chunk(d0, d1, minute_ts, log_start, usd_base)
         return out
 
     def _empty(self, d0: int, d1: int) -> BoolArray:

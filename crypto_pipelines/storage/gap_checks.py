@@ -1,10 +1,14 @@
 """Checking one window (a partition) of a stored series for gaps, and recording the result.
 
-The expected grid of a window is bounded by the series itself: before its first stored candle
-the market did not exist yet (or its history was not loaded), and after its newest one is
-freshness's concern (the incremental loads and the freshness policy), not a gap. So a window
-is checked from its start when the series has a candle before it (else from its first
-candle) to its end when the series has one at or after it (else to its newest candle). A
+The expected grid of a window starts where the series does: before its first stored candle
+the market did not exist yet (or its history was not loaded), so a window is checked from its
+start when the series has a candle before it, else from its first candle. It ends where the
+exchange's answers end: at the end of the window's *coverage* (``storage.coverage``: the
+ranges the exchange was asked for and answered), so the trailing missing candles of a closed
+day are gaps, while the open partition's tail, not asked for yet, is freshness's concern. A
+part of the window inside that span that was never answered (a hole in coverage) counts as
+missing too: it is ours to fetch. A window with closed candles and no coverage at all was
+never loaded and is reported as such (``GapCheck.loaded``), never as checked and complete. A
 run of missing candles that straddles two windows is reported in each of them, one part each.
 
 Trades are checked only where the venue numbers them sequentially (Binance aggTrades): every
@@ -14,15 +18,18 @@ run of ids that straddles the window's start belongs to this window.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import sqlalchemy as sa
 
+from crypto_pipelines.domain.datasets import SeriesKey
 from crypto_pipelines.domain.gaps import NO_GAPS, Gaps, Range, candle_gaps, id_gaps, slots_in
 from crypto_pipelines.domain.timeframes import timeframe_ms
+from crypto_pipelines.storage.coverage import clip, covered
 from crypto_pipelines.storage.gaps import GapStore, Series, WindowVerdict
+from crypto_pipelines.storage.rejections import rejections
 from crypto_pipelines.storage.schema import table_for
 from crypto_pipelines.storage.store import MarketStore
 
@@ -34,11 +41,13 @@ class GapCheck:
     gaps: Gaps
     verdict: WindowVerdict
     step: int  # grid step: the timeframe in ms, or 1 for trade ids
+    loaded: bool = True
+    """False: the window has closed candles but the exchange was never asked for any of it."""
 
     @property
     def passed(self) -> bool:
-        """No gap that is ours to fill (confirmed ones do not fail a check)."""
-        return not self.verdict.unconfirmed
+        """No gap that is ours to fill (confirmed ones do not fail a check), and loaded."""
+        return self.loaded and not self.verdict.unconfirmed
 
     @property
     def missing(self) -> int:
@@ -72,9 +81,21 @@ def candle_windows_gaps(
     timeframe: str,
     windows: Sequence[tuple[int, int]],
 ) -> list[Gaps]:
-    """``candle_window_gaps`` for several windows of one series, reading the series once
-    (one query for the span the windows cover, two index probes around it) instead of three
-    queries per window: a year of daily partitions is 365 windows."""
+    """``candle_window_gaps`` for several windows of one series."""
+    return [gaps for gaps, _loaded in _candle_windows(store, exchange, symbol, timeframe, windows)]
+
+
+def _candle_windows(
+    store: MarketStore,
+    exchange: str,
+    symbol: str,
+    timeframe: str,
+    windows: Sequence[tuple[int, int]],
+    now_ms: int | None = None,
+) -> list[tuple[Gaps, bool]]:
+    """Each window's gaps and whether it was loaded at all, reading the series once (one
+    query for the span the windows cover, its coverage, one index probe before it) instead of
+    several queries per window: a year of daily partitions is 365 windows."""
     if not windows:
         return []
     step = timeframe_ms(timeframe)
@@ -91,20 +112,23 @@ def candle_windows_gaps(
         ),
         dtype=np.int64,
     )
+    cover = covered(store.engine, SeriesKey(exchange, symbol, "ohlcv", timeframe), lo, hi)
     before_span = _has_candle(store, exchange, symbol, timeframe, None, lo)
-    after_span = _has_candle(store, exchange, symbol, timeframe, hi, None)
     found = []
     for start_ms, end_ms in windows:
         first_in, past_end = np.searchsorted(ts, [start_ms, end_ms], side="left")
         inside = ts[first_in:past_end]
+        parts = clip(cover, (start_ms, end_ms))
+        if not parts:
+            closed = now_ms is None or start_ms + step <= now_ms
+            found.append((NO_GAPS, not closed))
+            continue
         before = before_span or first_in > 0
-        after = after_span or past_end < ts.size
-        if not inside.size and not (before and after):
-            found.append(NO_GAPS)
+        if not inside.size and not before:
+            found.append((NO_GAPS, True))  # answered, and the series has not begun yet
             continue
         first = start_ms if before else int(inside[0])
-        last = end_ms if after else int(inside[-1]) + step
-        found.append(candle_gaps(inside, timeframe, first, last))
+        found.append((candle_gaps(inside, timeframe, first, parts[-1][1]), True))
     return found
 
 
@@ -168,17 +192,42 @@ def check_candle_windows(
     now_ms: int,
     refetched: bool = False,
 ) -> list[GapCheck]:
-    """``check_candle_window`` for several windows of one series: one read, one transaction."""
-    found = candle_windows_gaps(store, exchange, symbol, timeframe, windows)
+    """``check_candle_window`` for several windows of one series: one read, one transaction.
+    A confirmed gap whose candles the exchange did send, but invalid (``rejected_rows``),
+    records the rules they broke as its reason."""
+    found = _candle_windows(store, exchange, symbol, timeframe, windows, now_ms)
     step = timeframe_ms(timeframe)
+    series = SeriesKey(exchange, symbol, "ohlcv", timeframe)
     verdicts = gap_store.record_windows(
-        Series(exchange, symbol, "ohlcv", timeframe),
-        [(start, end, gaps.ranges) for (start, end), gaps in zip(windows, found, strict=True)],
+        series,
+        [(start, end, g.ranges) for (start, end), (g, _ok) in zip(windows, found, strict=True)],
         step=step,
         now_ms=now_ms,
         refetched=refetched,
+        reason=_rejection_reason(store, series, windows) if refetched else None,
     )
-    return [GapCheck(g, v, step) for g, v in zip(found, verdicts, strict=True)]
+    return [GapCheck(g, v, step, ok) for (g, ok), v in zip(found, verdicts, strict=True)]
+
+
+def _rejection_reason(
+    store: MarketStore, series: SeriesKey, windows: Sequence[tuple[int, int]]
+) -> Callable[[Range], str | None]:
+    """Why a range is confirmed missing, when the exchange sent its rows invalid."""
+    lo = min(start for start, _end in windows)
+    hi = max(end for _start, end in windows)
+    found = rejections(store.engine, series=series, start_ts=lo, end_ts=hi)
+
+    def reason(span: Range) -> str | None:
+        inside = [r for r in found if r.ts is not None and span[0] <= r.ts <= span[1]]
+        if not inside:
+            return None
+        rules = sorted({rule for r in inside for rule in r.rules})
+        return (
+            f"the exchange sends {len(inside)} row(s) here that break {', '.join(rules)} "
+            "(kept in rejected_rows)"
+        )
+
+    return reason
 
 
 def check_trade_window(

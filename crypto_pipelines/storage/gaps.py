@@ -13,29 +13,23 @@ they survive a sensor reset and are visible to anyone reading the table.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from crypto_pipelines.domain.datasets import SeriesKey
 from crypto_pipelines.domain.gaps import Range, split_ranges
 from crypto_pipelines.storage.engine import write_transaction
-from crypto_pipelines.storage.schema import table_for
+from crypto_pipelines.storage.schema import series_where, table_for
 
 GapStatus = Literal["open", "confirmed", "filled"]
-GapDataset = Literal["ohlcv", "trades"]
 
 
-@dataclass(frozen=True, slots=True)
-class Series:
-    """One checked series: candles of a timeframe, or trades (``timeframe`` '')."""
-
-    exchange: str
-    symbol: str
-    dataset: GapDataset
-    timeframe: str = ""
+Series = SeriesKey
+"""One checked series: candles of a timeframe, or trades (``timeframe`` '')."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,11 +49,13 @@ class GapRecord:
     checked_at: int
     attempts: int
     last_attempt_at: int | None
+    reason: str | None = None
+    """Why a confirmed gap is confirmed: the refetch returned nothing, or only rows that
+    broke the dataset's rules (``rejected_rows``)."""
 
     @property
-    def series(self) -> Series:
-        dataset: GapDataset = "trades" if self.dataset == "trades" else "ohlcv"
-        return Series(self.exchange, self.symbol, dataset, self.timeframe)
+    def series(self) -> SeriesKey:
+        return SeriesKey(self.exchange, self.symbol, self.dataset, self.timeframe)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +104,7 @@ class GapStore:
         if status is not None:
             where.append(t.c.status.in_([status] if isinstance(status, str) else list(status)))
         if series is not None:
-            where += _series_where(t, series)
+            where += series_where(t, series)
         if window_start is not None:
             where.append(t.c.window_start == window_start)
         query = (
@@ -165,6 +161,7 @@ class GapStore:
         step: int,
         now_ms: int,
         refetched: bool,
+        reason: Callable[[Range], str | None] | None = None,
     ) -> WindowVerdict:
         """Replace what the table says about one window with what a check just found.
 
@@ -178,6 +175,7 @@ class GapStore:
             step=step,
             now_ms=now_ms,
             refetched=refetched,
+            reason=reason,
         )[0]
 
     def record_windows(
@@ -188,6 +186,7 @@ class GapStore:
         step: int,
         now_ms: int,
         refetched: bool,
+        reason: Callable[[Range], str | None] | None = None,
     ) -> list[WindowVerdict]:
         """``record_window`` for several windows of one series (a backfill's partitions) in
         one transaction: one commit instead of one per partition, all or nothing."""
@@ -211,12 +210,13 @@ class GapStore:
                     step=step,
                     now_ms=now_ms,
                     refetched=refetched,
+                    reason=reason,
                 )
                 verdicts.append(verdict)
                 inserts += [asdict(r) for r in rows]
             for chunk in _chunks(starts, 500):
                 connection.execute(
-                    sa.delete(t).where(*_series_where(t, series), t.c.window_start.in_(chunk))
+                    sa.delete(t).where(*series_where(t, series), t.c.window_start.in_(chunk))
                 )
             if inserts:
                 connection.execute(sa.insert(t), inserts)
@@ -229,7 +229,7 @@ class GapStore:
             result = connection.execute(
                 sa.update(t)
                 .where(
-                    *_series_where(t, target.series),
+                    *series_where(t, target.series),
                     _in_window(t, target.window_start),
                     t.c.status == "open",
                 )
@@ -248,6 +248,7 @@ def _replace_window(
     step: int,
     now_ms: int,
     refetched: bool,
+    reason: Callable[[Range], str | None] | None = None,
 ) -> tuple[WindowVerdict, list[GapRecord]]:
     """A window's verdict and the rows that replace ``existing_rows`` (see ``record_window``)."""
     existing = {r.start: r for r in existing_rows}
@@ -261,7 +262,11 @@ def _replace_window(
     for status, ranges in (("confirmed", confirmed), ("open", unconfirmed)):
         for first, last in ranges:
             old = existing.get(first)
-            wanted[first] = _row(series, window_start, window_end, first, last, status, now_ms, old)
+            row = _row(series, window_start, window_end, first, last, status, now_ms, old)
+            if status == "confirmed" and row.reason is None:
+                why = reason((first, last)) if reason is not None else None
+                row = replace(row, reason=why or "a refetch from the exchange returned no rows")
+            wanted[first] = row
     for start, old in existing.items():
         if start not in wanted:
             wanted[start] = replace(old, status="filled", checked_at=now_ms)
@@ -302,6 +307,7 @@ def _row(
         checked_at=now_ms,
         attempts=old.attempts if keep and old is not None else 0,
         last_attempt_at=old.last_attempt_at if keep and old is not None else None,
+        reason=old.reason if old is not None and old.status == status == "confirmed" else None,
     )
 
 
@@ -320,15 +326,6 @@ def _series_key(series: Series) -> tuple[str, str, str, str]:
     return (series.exchange, series.symbol, series.dataset, series.timeframe)
 
 
-def _series_where(t: sa.Table, series: Series) -> list[sa.ColumnElement[bool]]:
-    return [
-        t.c.exchange == series.exchange,
-        t.c.symbol == series.symbol,
-        t.c.dataset == series.dataset,
-        t.c.timeframe == series.timeframe,
-    ]
-
-
 def _in_window(t: sa.Table, window_start: int) -> sa.ColumnElement[bool]:
     return t.c.window_start == window_start
 
@@ -338,7 +335,7 @@ def _window_rows(
 ) -> list[GapRecord]:
     rows: list[GapRecord] = []
     for chunk in _chunks(window_starts, 500):
-        query = sa.select(*t.columns).where(*_series_where(t, series), t.c.window_start.in_(chunk))
+        query = sa.select(*t.columns).where(*series_where(t, series), t.c.window_start.in_(chunk))
         rows += [GapRecord(**row._asdict()) for row in connection.execute(query)]
     return rows
 

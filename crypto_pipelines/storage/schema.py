@@ -17,6 +17,7 @@ from typing import Any
 import pandera.dtypes as pa_dtypes
 import sqlalchemy as sa
 
+from crypto_pipelines.domain.datasets import SeriesKey
 from crypto_pipelines.domain.schemas import DATASETS, Dataset
 
 
@@ -78,6 +79,7 @@ def _gaps_table(meta: sa.MetaData) -> sa.Table:
         sa.Column("checked_at", big(), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("last_attempt_at", big(), nullable=True),
+        sa.Column("reason", sa.String(), nullable=True),
         sa.PrimaryKeyConstraint(
             "exchange", "symbol", "dataset", "timeframe", "start", name="pk_gaps"
         ),
@@ -86,17 +88,71 @@ def _gaps_table(meta: sa.MetaData) -> sa.Table:
     )
 
 
+def _rejected_rows_table(meta: sa.MetaData) -> sa.Table:
+    """Quarantine (not a dataset): rows a source sent that break their dataset's rules, one
+    per series and row key (``key``: the row's key columns beyond the series', e.g. its
+    ``ts`` or trade id, joined by ``|``). ``raw`` is the row as received (JSON), ``rules``
+    the rules it failed (JSON list). A later valid row for the same key sets
+    ``resolved_at``; receiving the same key invalid again replaces the row and reopens it."""
+    big = sa.BigInteger
+    return sa.Table(
+        "rejected_rows",
+        meta,
+        sa.Column("dataset", sa.String(), nullable=False),
+        sa.Column("exchange", sa.String(), nullable=False),
+        sa.Column("symbol", sa.String(), nullable=False),
+        sa.Column("timeframe", sa.String(), nullable=False),
+        sa.Column("key", sa.String(), nullable=False),
+        sa.Column("ts", big(), nullable=True),
+        sa.Column("source", sa.String(), nullable=False),
+        sa.Column("raw", sa.Text(), nullable=False),
+        sa.Column("rules", sa.Text(), nullable=False),
+        sa.Column("received_at", big(), nullable=False),
+        sa.Column("resolved_at", big(), nullable=True),
+        sa.PrimaryKeyConstraint(
+            "dataset", "exchange", "symbol", "timeframe", "key", name="pk_rejected_rows"
+        ),
+        sqlite_with_rowid=False,
+    )
+
+
+def _coverage_table(meta: sa.MetaData) -> sa.Table:
+    """Coverage (not a dataset): per series, the time ranges ``[start, end)`` (ms) the
+    exchange was asked for and answered, merged so that ranges of one series never touch.
+    What a load still has to fetch, and where a gap check's expected grid ends, come from
+    here rather than from the newest stored row."""
+    big = sa.BigInteger
+    return sa.Table(
+        "coverage",
+        meta,
+        sa.Column("exchange", sa.String(), nullable=False),
+        sa.Column("symbol", sa.String(), nullable=False),
+        sa.Column("dataset", sa.String(), nullable=False),
+        sa.Column("timeframe", sa.String(), nullable=False),
+        sa.Column("start", big(), nullable=False, autoincrement=False),
+        sa.Column("end", big(), nullable=False),
+        sa.Column("updated_at", big(), nullable=False),
+        sa.PrimaryKeyConstraint(
+            "exchange", "symbol", "dataset", "timeframe", "start", name="pk_coverage"
+        ),
+        sqlite_with_rowid=False,
+    )
+
+
 def build_metadata() -> sa.MetaData:
-    """A fresh MetaData holding every dataset's table and the ``gaps`` bookkeeping table."""
+    """A fresh MetaData holding every dataset's table and the bookkeeping tables (``gaps``,
+    ``rejected_rows``, ``coverage``)."""
     meta = sa.MetaData()
     for dataset in DATASETS.values():
         _table(dataset, meta)
     _gaps_table(meta)
+    _rejected_rows_table(meta)
+    _coverage_table(meta)
     return meta
 
 
 metadata = build_metadata()
-"""The tables of all datasets (and ``gaps``): what the Alembic migrations must produce."""
+"""The tables of all datasets and the bookkeeping: what the Alembic migrations must produce."""
 
 
 def table_for(dataset: str) -> sa.Table:
@@ -107,3 +163,14 @@ def table_for(dataset: str) -> sa.Table:
         raise ValueError(
             f"unknown dataset {dataset!r}; known: {', '.join(metadata.tables)}"
         ) from None
+
+
+def series_where(table: sa.Table, series: SeriesKey) -> list[sa.ColumnElement[bool]]:
+    """Conditions selecting one series' rows of a bookkeeping table (``gaps``, ``coverage``,
+    ``rejected_rows``: all keyed by exchange, symbol, dataset and timeframe)."""
+    return [
+        table.c.exchange == series.exchange,
+        table.c.symbol == series.symbol,
+        table.c.dataset == series.dataset,
+        table.c.timeframe == series.timeframe,
+    ]

@@ -143,6 +143,13 @@ def tape_runs(path: Path, step: int) -> list[Range]:
     return runs
 
 
+def trailing_run(path: Path, step: int, end_ms: int) -> list[Range]:
+    """The run from after a tape's last candle to ``end_ms`` (exclusive): a closed partition
+    whose exchange answered nothing there has those candles missing too."""
+    last = int(pd.read_csv(path)["ts"].iloc[-1])
+    return [(last + step, end_ms - step)] if last + step < end_ms else []
+
+
 def day_keys(first: str, days: int, symbol: str) -> list[str]:
     start = pd.Timestamp(first)
     return [f"{(start + pd.Timedelta(days=i)).date().isoformat()}|{symbol}" for i in range(days)]

@@ -2,7 +2,8 @@
 database, the check runs in the same run, one evaluation per partition.
 
 Real tapes: okx BTC_USDT 1m has exactly 538 runs of missing candles and binance ADA_BTC 5m
-has 5; the check reports exactly those and nothing else, and after one repair attempt they
+has 5, and each ends inside the last day checked; the check reports exactly those and the
+closed last day's tail, nothing else, and after one repair attempt they
 are confirmed and the check passes with WARN. Synthetic: holes punched into a complete tape
 (candles, and Binance's sequential trade ids) are found with the right ranges.
 """
@@ -31,6 +32,7 @@ from crypto_pipelines_tests.defs.gap_helpers import (
     ranges_of,
     series,
     tape_runs,
+    trailing_run,
     universe,
 )
 
@@ -59,6 +61,9 @@ def test_real_tape_gaps_reported_exactly_then_confirmed(
     step = timeframe_ms(timeframe)
     expected = tape_runs(tape_file, step)
     assert len(expected) == runs
+    # the tape ends inside the last day, which is closed: its tail is missing as well
+    end = int(datetime(start.year, start.month, start.day, tzinfo=UTC).timestamp() * 1000)
+    expected += trailing_run(tape_file, step, end + days * DAY)
     the_universe = universe(**{exchange: series(symbol, (timeframe,), start)})
     db_url = f"sqlite:///{tmp_path / 'market.db'}"
     asset = f"ohlcv_{timeframe}"

@@ -6,7 +6,8 @@ the asset's ``schema`` and ``gaps`` checks, from a replay exchange serving the r
 The expectation is the tape itself, read with plain pandas: the stored rows must be exactly
 the tape's rows inside the materialized partitions (candles the exchange does not have stay
 absent, values bit for bit), every partition's ``schema`` check passes, the ``gaps`` check
-counts exactly the tape's missing candles (trade ids), and a second run of the same range
+counts exactly the tape's missing candles (trade ids; for candles, through the end of the
+closed window, since the exchange answered it whole), and a second run of the same range
 writes nothing and changes nothing.
 """
 
@@ -128,12 +129,15 @@ def stored_rows(db_url: str, case: Case) -> pd.DataFrame:
 
 
 def missing_in(tape: pd.DataFrame, case: Case) -> int:
-    """Slots (trade ids) absent between the tape's first and last row in the window."""
+    """Trade ids absent between the tape's first and last trade in the window; candles absent
+    from the tape's first one to the window's end (every window here is closed, and a tape
+    that ends before it leaves the tail of the last partition missing at the exchange)."""
     if case.dataset == "trades":
         ids = tape["trade_id"].astype(int)
         return int(ids.max() - ids.min() + 1 - len(ids))
     step = STEP_MS[case.timeframe or ""]
-    return int((tape["ts"].max() - tape["ts"].min()) // step + 1 - len(tape))
+    end = case.window_ms()[1]
+    return int((end - 1 - tape["ts"].min()) // step + 1 - len(tape))
 
 
 @dataclass

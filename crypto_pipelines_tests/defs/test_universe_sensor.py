@@ -13,6 +13,7 @@ import dagster as dg
 import pytest
 
 from crypto_pipelines.defs.partitions import symbols_partitions_name
+from crypto_pipelines.defs.universe_check import load_checked_universe
 from crypto_pipelines.defs.universe_sync import (
     sync_symbol_partitions,
     universe_partitions_sensor,
@@ -238,7 +239,7 @@ def test_swap_filters_on_a_spot_only_exchange_are_refused(tmp_path: Path) -> Non
         UniverseError,
         match=r"exchanges\.coinbaseexchange\.filters\.types: coinbaseexchange lists no swap markets",
     ):
-        load_universe(path)
+        load_checked_universe(path)
 
 
 def test_filters_with_swaps_build_a_funding_asset(tmp_path: Path) -> None:

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import pandas as pd
 
+from crypto_pipelines.domain.datasets import SeriesKey
+from crypto_pipelines.storage.coverage import add_coverage
+from crypto_pipelines.storage.engine import write_transaction
 from crypto_pipelines.storage.gap_checks import (
     candle_window_gaps,
     candle_windows_gaps,
@@ -34,6 +37,10 @@ def _series(store: MarketStore, minutes: list[int], symbol: str = "BTC/USDT") ->
         }
     )
     store.upsert("ohlcv", frame)
+    # what a load records with its rows: the exchange answered from the first to the newest
+    with write_transaction(store.engine) as connection:
+        span = (T0 + min(minutes) * M, T0 + (max(minutes) + 1) * M)
+        add_coverage(connection, SeriesKey("binance", symbol, "ohlcv", "1m"), span, 0)
 
 
 def _minutes() -> list[int]:

@@ -32,6 +32,7 @@ from crypto_pipelines.defs.checks.results import (
 )
 from crypto_pipelines.defs.partitions import is_monthly, market_partitions, symbol_ranges
 from crypto_pipelines.defs.resources import MarketStoreResource
+from crypto_pipelines.domain.datasets import OHLCV, TRADES, get_market_dataset
 from crypto_pipelines.domain.universe import ExchangeUniverse, Universe
 from crypto_pipelines.exchanges.venues import get_venue
 from crypto_pipelines.storage.gap_checks import GapCheck, check_candle_windows, check_trade_window
@@ -55,14 +56,15 @@ def has_sequential_trade_ids(exchange: str) -> bool:
 
 def gap_checked_assets(universe: Universe) -> list[tuple[dg.AssetKey, bool]]:
     """The asset keys the ``gaps`` check covers, each with whether it is monthly."""
+    ohlcv, trades = get_market_dataset(OHLCV), get_market_dataset(TRADES)
     keys: list[tuple[dg.AssetKey, bool]] = []
     for exchange, config in universe.exchanges.items():
         for timeframe in config.timeframes:
             keys.append(
-                (dg.AssetKey([exchange, f"ohlcv_{timeframe}"]), is_monthly("ohlcv", timeframe))
+                (dg.AssetKey([exchange, ohlcv.asset_name(timeframe)]), ohlcv.is_monthly(timeframe))
             )
-        if config.trades and has_sequential_trade_ids(exchange):
-            keys.append((dg.AssetKey([exchange, "trades"]), is_monthly("trades")))
+        if config.enables(trades.universe_flag) and has_sequential_trade_ids(exchange):
+            keys.append((dg.AssetKey([exchange, trades.asset_name()]), trades.is_monthly()))
     return keys
 
 
@@ -99,9 +101,11 @@ def _ohlcv_check(
         is_monthly("ohlcv", timeframe),
         windows,
         "candles",
-        f"Every {timeframe} candle between the series' first and newest stored candle is stored, "
-        "or is a confirmed gap (a refetch from the exchange returned nothing). Metadata: "
-        "missing_candles, missing_ranges ([first_ts, last_ts] in ms, inclusive), confirmed_gaps.",
+        f"Every {timeframe} candle from the series' first stored candle to the end of what the "
+        "exchange answered for the partition (its coverage) is stored, or is a confirmed gap (a "
+        "refetch from the exchange returned nothing, or only invalid rows). Fails when the "
+        "partition was never loaded. Metadata: missing_candles, missing_ranges ([first_ts, "
+        "last_ts] in ms, inclusive), confirmed_gaps.",
     )
 
 
@@ -198,6 +202,15 @@ def gaps_verdict(result: GapCheck, unit: str) -> Verdict:
         metadata["newly_confirmed"] = len(verdict.newly_confirmed)
     if result.missing_ranges:
         metadata["gaps"] = dg.MetadataValue.md(_table(result, unit))
+    if not result.loaded:
+        metadata["loaded"] = False
+        return Verdict(
+            False,
+            metadata,
+            f"not loaded: the exchange was never asked for this partition's {unit} "
+            "(no coverage); materialize it to load what is missing",
+            dg.AssetCheckSeverity.ERROR,
+        )
     if not result.passed:
         severity = dg.AssetCheckSeverity.ERROR
         text = (

@@ -20,6 +20,7 @@ any asset added downstream later is protected without anyone remembering to flip
 How results are kept per partition: ``crypto_pipelines.defs.checks.results``.
 """
 
+import dataclasses
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -36,21 +37,19 @@ from crypto_pipelines.defs.checks.results import (
     result,
     run_partition_keys,
 )
-from crypto_pipelines.defs.partitions import (
-    SymbolRange,
-    is_monthly,
-    market_partitions,
-    symbol_ranges,
-)
+from crypto_pipelines.defs.partitions import SymbolRange, market_partitions, symbol_ranges
 from crypto_pipelines.defs.resources import MarketStoreResource
 from crypto_pipelines.domain.audit import Audit, audit_frame, open_bound, summarize
+from crypto_pipelines.domain.datasets import get_market_dataset
 from crypto_pipelines.domain.schemas import get_dataset
 from crypto_pipelines.domain.universe import ExchangeUniverse, Universe
+from crypto_pipelines.storage.rejections import Rejection, rejections
 from crypto_pipelines.storage.store import MarketStore
 
 SCHEMA_CHECK = "schema"
 CATALOG_TABLES = ("crypto_pairs", "crypto_perps", "crypto_assets")
 MARKETS_TABLES = ("crypto_pairs", "crypto_perps")
+MAX_LISTED_REJECTIONS = 200
 
 
 def schema_checks(universe: Universe) -> list[dg.AssetChecksDefinition]:
@@ -59,15 +58,43 @@ def schema_checks(universe: Universe) -> list[dg.AssetChecksDefinition]:
     for exchange, config in universe.exchanges.items():
         checks.append(_markets_check(exchange))
         checks.extend(
-            _market_data_check(exchange, config, "ohlcv", timeframe)
-            for timeframe in config.timeframes
+            _market_data_check(exchange, config, spec.name, tf)
+            for spec, tf in config.series_datasets()
         )
-        if config.trades:
-            checks.append(_market_data_check(exchange, config, "trades"))
-        if config.funding and config.may_list_perpetuals:
-            checks.append(_market_data_check(exchange, config, "funding_rates"))
     checks.extend(_catalog_check(table) for table in CATALOG_TABLES)
     return checks
+
+
+def with_rejections(found: Verdict, rejected: Sequence[Rejection]) -> Verdict:
+    """A partition's verdict with its quarantined rows: each one fails the check at ERROR,
+    named by its ``ts`` (or key) and the rules it broke, until a valid row replaces it."""
+    if not rejected:
+        return dataclasses.replace(found, metadata={**found.metadata, "rows_rejected": 0})
+    by_rule: dict[str, int] = {}
+    for rejection in rejected:
+        for rule in rejection.rules:
+            by_rule[f"rejected:{rule}"] = by_rule.get(f"rejected:{rule}", 0) + 1
+    listed = [
+        {"ts": r.ts, "time": iso(r.ts), "key": r.key, "rules": list(r.rules), "source": r.source}
+        for r in rejected[:MAX_LISTED_REJECTIONS]
+    ]
+    metadata = {
+        **found.metadata,
+        "rows_rejected": len(rejected),
+        "rejected_by_rule": dg.MetadataValue.json(dict(sorted(by_rule.items()))),
+        "rejected_rows": dg.MetadataValue.json(listed),
+        "rejected_rows_table": dg.MetadataValue.md(
+            markdown_table(listed, ["time", "ts", "key", "rules", "source"])
+        ),
+    }
+    names = ", ".join(
+        f"{r.ts if r.ts is not None else r.key} ({', '.join(r.rules)})" for r in rejected[:5]
+    )
+    more = f" and {len(rejected) - 5} more" if len(rejected) > 5 else ""
+    text = f"{len(rejected)} row(s) from the exchange quarantined in rejected_rows: {names}{more}"
+    if found.description and not found.passed:
+        text = f"{found.description}; {text}"
+    return Verdict(False, metadata, text, dg.AssetCheckSeverity.ERROR)
 
 
 def audit_partition(
@@ -205,17 +232,18 @@ def _table(sample: list[dict[str, Any]], datasets: list[str], by_table: bool) ->
 def _market_data_check(
     exchange: str, config: ExchangeUniverse, dataset: str, timeframe: str | None = None
 ) -> dg.AssetChecksDefinition:
-    name = f"ohlcv_{timeframe}" if timeframe else dataset
-    asset_key = dg.AssetKey([exchange, name])
-    monthly = is_monthly(dataset, timeframe)
+    spec = get_market_dataset(dataset)
+    asset_key = dg.AssetKey([exchange, spec.asset_name(timeframe)])
+    monthly = spec.is_monthly(timeframe)
     model = get_dataset(dataset).model.__name__
 
     @dg.asset_check(  # type: ignore[arg-type]  # stub types only the returning form
         asset=asset_key,
         name=SCHEMA_CHECK,
         description=f"The partition's stored rows validated against the {model} model (types, "
-        "nulls, value rules, unique keys, ts inside the partition). Metadata: rows_checked, "
-        "failures_by_rule, failing_rows.",
+        "nulls, value rules, unique keys, ts inside the partition), and no row of the partition "
+        "quarantined in rejected_rows. Metadata: rows_checked, failures_by_rule, failing_rows, "
+        "rows_rejected, rejected_rows.",
         partitions_def=market_partitions(exchange, config.start.isoformat(), monthly=monthly),
         blocking=True,
     )
@@ -228,9 +256,22 @@ def _market_data_check(
         def verdicts() -> Iterator[tuple[str, Verdict]]:
             keys = list(run_partition_keys(context))
             for span in symbol_ranges(keys, monthly=monthly):
-                yield from audit_span(
-                    store, dataset, exchange, span, monthly=monthly, now_ms=now, timeframe=timeframe
+                quarantined = rejections(
+                    store.engine,
+                    series=spec.series(exchange, span.symbol, timeframe),
+                    start_ts=span.start_ms,
+                    end_ts=span.end_ms,
                 )
+                for key, found in audit_span(
+                    store, dataset, exchange, span, monthly=monthly, now_ms=now, timeframe=timeframe
+                ):
+                    window = symbol_ranges([key], monthly=monthly)[0]
+                    inside = [
+                        r
+                        for r in quarantined
+                        if r.ts is not None and window.start_ms <= r.ts < window.end_ms
+                    ]
+                    yield key, with_rejections(found, inside)
 
         yield from emit(context, asset_key, SCHEMA_CHECK, verdicts(), blocking=True)
 

@@ -52,7 +52,7 @@ _UNFINISHED = [
 
 def target_asset_key(target: RepairTarget) -> dg.AssetKey:
     series = target.series
-    name = "trades" if series.dataset == "trades" else f"ohlcv_{series.timeframe}"
+    name = series.spec.asset_name(series.timeframe_or_none)
     return dg.AssetKey([series.exchange, name])
 
 

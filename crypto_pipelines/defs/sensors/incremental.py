@@ -29,13 +29,12 @@ from dataclasses import dataclass
 import ccxt
 import dagster as dg
 
-from crypto_pipelines.defs.partitions import date_partitions, is_monthly, symbols_partitions_name
+from crypto_pipelines.defs.partitions import date_partitions, symbols_partitions_name
 from crypto_pipelines.defs.resources import ExchangesResource, MarketStoreResource
 from crypto_pipelines.defs.run_requests import contiguous_blocks, partitions_run_request
+from crypto_pipelines.domain.datasets import get_market_dataset
 from crypto_pipelines.domain.incremental import (
     DEFAULT_FUNDING_INTERVAL_MS,
-    FUNDING,
-    OHLCV,
     TRADES,
     Series,
     SeriesPlan,
@@ -44,8 +43,6 @@ from crypto_pipelines.domain.incremental import (
     plan_series,
 )
 from crypto_pipelines.domain.listings import Listing, listings_from_frames
-from crypto_pipelines.domain.symbols import parse_symbol
-from crypto_pipelines.domain.timeframes import timeframe_ms
 from crypto_pipelines.domain.universe import ExchangeUniverse, Universe
 from crypto_pipelines.exchanges.calls import RetryPolicy
 from crypto_pipelines.exchanges.errors import FetchError
@@ -82,24 +79,24 @@ class SeriesAsset:
 
 def series_assets(config: ExchangeUniverse) -> list[SeriesAsset]:
     """The exchange's market-data assets, as ``defs.build`` creates them."""
-    assets = [
-        SeriesAsset(f"ohlcv_{tf}", OHLCV, tf, is_monthly(OHLCV, tf)) for tf in config.timeframes
+    return [
+        SeriesAsset(spec.asset_name(tf), spec.name, tf, spec.is_monthly(tf))
+        for spec, tf in config.series_datasets()
     ]
-    if config.trades:
-        assets.append(SeriesAsset("trades", TRADES, None, is_monthly(TRADES)))
-    if config.funding and config.may_list_perpetuals:
-        assets.append(SeriesAsset("funding_rates", FUNDING, None, is_monthly(FUNDING)))
-    return assets
 
 
 def build_series(
     config: ExchangeUniverse, asset: SeriesAsset, symbol: str, listing: Listing | None
 ) -> Series | None:
-    """The series of ``asset`` for ``symbol`` (None: spot symbols have no funding)."""
-    if asset.dataset == FUNDING and parse_symbol(symbol).settle is None:
+    """The series of ``asset`` for ``symbol`` (None: a dataset the market has not, such as
+    funding of a spot pair). Its cadence is the dataset's grid step (candles, open interest),
+    the trade polling bucket, or the market's funding interval."""
+    spec = get_market_dataset(asset.dataset)
+    if not spec.has_market(symbol):
         return None
-    if asset.dataset == OHLCV:
-        cadence = timeframe_ms(str(asset.timeframe))
+    step = spec.step_ms(asset.timeframe)
+    if step is not None:
+        cadence = step
     elif asset.dataset == TRADES:
         cadence = config.incremental.trades_every_seconds * 1000
     else:

@@ -9,16 +9,22 @@ are aggTrades paged by ``fromId``: a time window with more than ``limit`` trades
 column 7 (column 5 counts contracts), as ccxt reads them. Request weights are Binance's own
 (spot klines 2, aggTrades 4, which ccxt's throttler prices at 2; futures klines by ``limit``):
 the shared budget (``exchanges.budget``) spends them, ccxt's throttler does not know them.
+Open-interest history (``/futures/data/openInterestHist``, 500 periods a request) reaches
+back 30 days only; windows of one page make its rows the same whether a range answers its
+first or its last periods, which Binance does not document. Its own limit (1,000 requests per
+5 minutes, no weight) is left to ccxt's throttler: a load asks once per 41 hours of range.
 """
 
 from __future__ import annotations
 
-from crypto_pipelines.domain.timeframes import HOUR_MS
+from crypto_pipelines.domain.timeframes import DAY_MS, HOUR_MS, MINUTE_MS
 from crypto_pipelines.exchanges.venues.spec import (
     Anchor,
     CandleColumns,
     FundingSpec,
     OhlcvSpec,
+    OpenInterestSpec,
+    OpenInterestValue,
     Quirk,
     RangeQuery,
     RateBudget,
@@ -53,6 +59,10 @@ def _klines(method: str) -> tuple[RangeQuery, ...]:
 
 def _funding(method: str) -> RangeQuery:
     return RangeQuery(method, 1000, Anchor.OLDEST, "startTime", "endTime")
+
+
+def _open_interest(method: str, *extra: tuple[str, str]) -> RangeQuery:
+    return RangeQuery(method, 500, Anchor.NEWEST, "startTime", "endTime", extra=extra)
 
 
 #: Futures klines are priced by ``limit`` (no ``limit`` means 500): weight 1 under 100 rows,
@@ -174,4 +184,28 @@ BINANCE = VenueSpec(
         "dapiPublicGetExchangeInfo",
     ),
     time_request="publicGetTime",
+    open_interest=OpenInterestSpec(
+        period_ms=5 * MINUTE_MS,
+        period_param="period",
+        period_code="5m",
+        queries=frozen(
+            {
+                "linear": _open_interest("fapiDataGetOpenInterestHist"),
+                "inverse": _open_interest(
+                    "dapiDataGetOpenInterestHist", ("contractType", "PERPETUAL")
+                ),
+            }
+        ),
+        instrument=frozen({"linear": ("symbol", ("id",)), "inverse": ("pair", ("info", "pair"))}),
+        rows_path=(),
+        ts_field="timestamp",
+        amount_field="sumOpenInterest",
+        # COIN-M's sumOpenInterestValue is in the base coin; contracts x size is the USD value
+        value_field="sumOpenInterestValue",
+        value=frozen(
+            {"linear": OpenInterestValue.FIELD, "inverse": OpenInterestValue.CONTRACT_NOTIONAL}
+        ),
+        newest_first=False,
+        history_ms=30 * DAY_MS,
+    ),
 )

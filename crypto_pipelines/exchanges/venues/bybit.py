@@ -6,16 +6,21 @@ arrive newest first. Funding history answers the *newest* ``limit`` rows of
 ``[startTime, endTime]``. Public trades are the latest ones only (60 on spot, 1,000 on
 contracts): Bybit publishes no trade history over REST, so a backfill gets what exists and
 says so. Inverse candle volume in base currency sits in the turnover column, as ccxt reads it.
+Open-interest history answers the newest ``limit`` (200) periods of ``[startTime, endTime]``,
+newest first, in contracts only (one base unit linear, one USD inverse): no value is reported,
+and an inverse one is its contracts' USD notional.
 """
 
 from __future__ import annotations
 
-from crypto_pipelines.domain.timeframes import HOUR_MS
+from crypto_pipelines.domain.timeframes import HOUR_MS, MINUTE_MS
 from crypto_pipelines.exchanges.venues.spec import (
     Anchor,
     CandleColumns,
     FundingSpec,
     OhlcvSpec,
+    OpenInterestSpec,
+    OpenInterestValue,
     Quirk,
     RangeQuery,
     RateBudget,
@@ -33,10 +38,14 @@ _INTERVALS = {
 
 _KLINE = (RangeQuery("publicGetV5MarketKline", 1000, Anchor.OLDEST, "start", "end"),)
 _FUNDING = RangeQuery("publicGetV5MarketFundingHistory", 200, Anchor.NEWEST, "startTime", "endTime")
+_OPEN_INTEREST = RangeQuery(
+    "publicGetV5MarketOpenInterest", 200, Anchor.NEWEST, "startTime", "endTime"
+)
 _ALL_MARKET_DATA = (
     "publicGetV5MarketKline",
     "publicGetV5MarketRecentTrade",
     "publicGetV5MarketFundingHistory",
+    "publicGetV5MarketOpenInterest",
     "publicGetV5MarketInstrumentsInfo",
     "publicGetV5MarketTime",
 )
@@ -95,4 +104,19 @@ BYBIT = VenueSpec(
     # spot, then linear and inverse each twice (listed, and pre-launch with status=PreLaunch)
     markets_requests=("publicGetV5MarketInstrumentsInfo",) * 5,
     time_request="publicGetV5MarketTime",
+    open_interest=OpenInterestSpec(
+        period_ms=5 * MINUTE_MS,
+        period_param="intervalTime",
+        period_code="5min",
+        queries=frozen({"linear": _OPEN_INTEREST, "inverse": _OPEN_INTEREST}),
+        instrument=frozen({"linear": ("symbol", ("id",)), "inverse": ("symbol", ("id",))}),
+        rows_path=("result", "list"),
+        ts_field="timestamp",
+        amount_field="openInterest",
+        value_field=None,
+        value=frozen(
+            {"linear": OpenInterestValue.NONE, "inverse": OpenInterestValue.CONTRACT_NOTIONAL}
+        ),
+        newest_first=True,
+    ),
 )

@@ -10,17 +10,22 @@ a few growing probes. Trades come from
 ``market/history-trades``, newest first: by time (``type=2``) to find the end of a window,
 then by trade id (``type=1``) so that trades sharing a millisecond are never skipped. Swap
 trade sizes are contracts; candle volume for swaps is ``volCcy`` (base currency), as ccxt
-reads it. ccxt takes the funding rate from ``realizedRate``.
+reads it. ccxt takes the funding rate from ``realizedRate``. Open-interest history
+(``rubik/stat/contracts/open-interest-history``, 100 periods a request, newest first) rows
+are ``[ts, oi (contracts), oiCcy (base), oiUsd]``: ``oiUsd`` stands for the quote value (USD
+for inverse swaps; USDT and USDC swaps are valued in USD, equal to within the peg).
 """
 
 from __future__ import annotations
 
-from crypto_pipelines.domain.timeframes import HOUR_MS
+from crypto_pipelines.domain.timeframes import HOUR_MS, MINUTE_MS
 from crypto_pipelines.exchanges.venues.spec import (
     Anchor,
     CandleColumns,
     FundingSpec,
     OhlcvSpec,
+    OpenInterestSpec,
+    OpenInterestValue,
     Quirk,
     RangeQuery,
     RateBudget,
@@ -63,6 +68,16 @@ _FUNDING = RangeQuery(
     Anchor.NEWEST,
     "before",
     "after",
+    exclusive_bounds=True,
+    wide_ranges=True,
+)
+
+_OPEN_INTEREST = RangeQuery(
+    "publicGetRubikStatContractsOpenInterestHistory",
+    100,
+    Anchor.NEWEST,
+    "begin",
+    "end",
     exclusive_bounds=True,
     wide_ranges=True,
 )
@@ -131,10 +146,29 @@ OKX = VenueSpec(
             "public/funding-rate-history", 10, "publicGetPublicFundingRateHistory", "IP and instId"
         ),
         _per_2s("public/instruments", 20, "publicGetPublicInstruments", "IP and instType"),
+        _per_2s(
+            "rubik/stat/contracts/open-interest-history",
+            5,
+            "publicGetRubikStatContractsOpenInterestHistory",
+            "IP and instId",
+        ),
         _per_2s("public/time", 10, "publicGetPublicTime"),
     ),
     # ccxt otherwise also loads dated futures and two option chains.
     ccxt_options=frozen({"fetchMarkets": {"types": ["spot", "swap"]}}),
     markets_requests=("publicGetPublicInstruments", "publicGetPublicInstruments"),
     time_request="publicGetPublicTime",
+    open_interest=OpenInterestSpec(
+        period_ms=5 * MINUTE_MS,
+        period_param="period",
+        period_code="5m",
+        queries=frozen({"linear": _OPEN_INTEREST, "inverse": _OPEN_INTEREST}),
+        instrument=frozen({"linear": ("instId", ("id",)), "inverse": ("instId", ("id",))}),
+        rows_path=("data",),
+        ts_field=0,
+        amount_field=1,
+        value_field=3,
+        value=frozen({"linear": OpenInterestValue.FIELD, "inverse": OpenInterestValue.FIELD}),
+        newest_first=True,
+    ),
 )

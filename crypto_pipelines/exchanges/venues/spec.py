@@ -171,6 +171,38 @@ class FundingSpec:
     newest_first: bool
 
 
+class OpenInterestValue(Enum):
+    """Where the quote-currency value of open interest comes from."""
+
+    FIELD = "field"  # the venue reports it (``OpenInterestSpec.value_field``)
+    #: contracts x ccxt's ``contractSize``: exact for inverse contracts, whose size is quote
+    #: currency (Binance COIN-M reports the base-coin value instead, Bybit none at all)
+    CONTRACT_NOTIONAL = "contract_notional"
+    NONE = "none"  # not reported: NaN
+
+
+@dataclass(frozen=True, slots=True)
+class OpenInterestSpec:
+    """Open-interest history of perpetual swaps: contracts outstanding per period, and their
+    value in the quote currency where the venue reports or implies it."""
+
+    period_ms: int  # the period loaded (5 minutes); NEWEST windows are sized by it
+    period_param: str
+    period_code: str  # the venue's code for ``period_ms``
+    queries: Mapping[MarketKind, RangeQuery]
+    #: the parameter naming the instrument and the keys leading to its value in ccxt's market
+    #: (Binance COIN-M asks for the ``pair``, not the market id)
+    instrument: Mapping[MarketKind, tuple[str, tuple[str, ...]]]
+    rows_path: tuple[str, ...]
+    ts_field: str | int  # a key of a row object, or a position in a row array
+    amount_field: str | int  # contracts outstanding
+    value_field: str | int | None
+    value: Mapping[MarketKind, OpenInterestValue]
+    newest_first: bool
+    #: how far back the venue keeps the history (Binance: 30 days); None: no documented limit
+    history_ms: int | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class RateBudget:
     """One of the exchange's published request budgets, shared by every process on the
@@ -220,6 +252,8 @@ class VenueSpec:
     #: per request) and the one behind ``fetch_time``: they draw on the budgets too
     markets_requests: tuple[str, ...] = ()
     time_request: str | None = None
+    #: None: the venue publishes no open-interest history (no perpetuals: Coinbase)
+    open_interest: OpenInterestSpec | None = None
 
     @property
     def timeframes(self) -> tuple[str, ...]:
@@ -231,6 +265,11 @@ class VenueSpec:
     @property
     def funding_interval_ms(self) -> int | None:
         return self.funding.interval_ms if self.funding else None
+
+    @property
+    def open_interest_period_ms(self) -> int | None:
+        """The period of the open interest loaded (None: the venue has none)."""
+        return self.open_interest.period_ms if self.open_interest else None
 
     def max_candles_per_request(self, kind: MarketKind) -> dict[str, int]:
         """Rows one candle request may return, by ccxt method (OKX has two endpoints)."""

@@ -9,6 +9,8 @@ from crypto_pipelines.replay.tape.series import (
     CandleSeries,
     FundingRate,
     FundingSeries,
+    OpenInterest,
+    OpenInterestSeries,
     Trade,
     TradeSeries,
 )
@@ -23,6 +25,8 @@ __all__ = [
     "FundingRate",
     "FundingSeries",
     "MarketSpec",
+    "OpenInterest",
+    "OpenInterestSeries",
     "SymbolTape",
     "Tape",
     "TapeError",

@@ -41,6 +41,9 @@ class CsvFile:
 
     ``unknown_ok`` columns may hold the literal ``nan`` for a value the source did not record
     (the real tapes' mark-price candles have no volume); it is served as the venue's "no value".
+    ``empty_ok`` numeric columns may be left empty (open interest: a venue that reports only
+    the contracts or only their value); they are parsed as text so that an empty cell can be
+    told apart from a literal ``nan``, which stays refused there.
     """
 
     def __init__(
@@ -51,6 +54,7 @@ class CsvFile:
         numeric: Sequence[str],
         text: Sequence[str] = (),
         unknown_ok: Sequence[str] = (),
+        empty_ok: Sequence[str] = (),
         unique_ts: bool = True,
         check_chunk: ChunkCheck | None = None,
     ) -> None:
@@ -59,6 +63,7 @@ class CsvFile:
         self._numeric = tuple(numeric)
         self._text = tuple(text)
         self._unknown_ok = frozenset(unknown_ok)
+        self._empty_ok = frozenset(empty_ok)
         self._unique_ts = unique_ts
         self._check_chunk = check_chunk
         self._file: IO[bytes] = _open_plain(path)
@@ -118,6 +123,8 @@ class CsvFile:
         starts = self._starts = self._scan(data_start, size)
         ts = np.empty(len(starts) - 1, dtype=np.int64)
         self._parse(ts)
+        if self._empty_ok:
+            self._check_field_counts(starts)
         self._check_order(ts)
         return ts, starts
 
@@ -164,6 +171,25 @@ class CsvFile:
             starts = np.append(starts, size + 1)  # the last line has no trailing newline
         return starts
 
+    def _check_field_counts(self, starts: Int64Array) -> None:
+        """pandas reads a short line's missing trailing cells as empty, which ``empty_ok``
+        columns accept: count the separators so that a short line is still refused."""
+        if len(starts) < 2:
+            return
+        data = np.frombuffer(self._mm, dtype=np.uint8)
+        begin, end = int(starts[0]), min(len(data), int(starts[-1]))
+        commas = np.flatnonzero(data[begin:end] == ord(",")) + begin
+        per_line = np.diff(np.searchsorted(commas, starts))
+        short = np.flatnonzero(per_line != len(self.header) - 1)
+        del data
+        if len(short):
+            row = int(short[0])
+            raise TapeError(
+                self.path,
+                f"expected {len(self.header)} fields: {self._line_text(starts, row)!r}",
+                row + 2,
+            )
+
     def _line_text(self, starts: Int64Array, row: int) -> str:
         return (
             self._mm[int(starts[row]) : int(starts[row + 1]) - 1]
@@ -185,8 +211,13 @@ class CsvFile:
             dtype: dict[str, Any] = {"ts": np.int64}
             dtype.update({c: np.float64 for c in self._numeric})
             dtype.update({c: str for c in self._text})
+            na_values: Any = ["nan"]
+            if self._empty_ok:
+                # Per column: only an empty cell is "no value" in these; "nan" stays text.
+                dtype.update({c: str for c in self._empty_ok})
+                na_values = {c: [""] if c in self._empty_ok else ["nan"] for c in self.header}
             return pd.read_csv(
-                self._file, dtype=dtype, na_values=["nan"], chunksize=_CHUNK_ROWS, **common
+                self._file, dtype=dtype, na_values=na_values, chunksize=_CHUNK_ROWS, **common
             )
         return pd.read_csv(self._file, dtype=str, na_filter=False, nrows=n_rows, **common)
 
@@ -225,8 +256,14 @@ class CsvFile:
                 chunk, row0, chunk["ts"] < 0, "ts must be a non-negative integer of milliseconds"
             )
         for column in self._numeric:
-            values = chunk[column].to_numpy(dtype=np.float64)
-            bad = ~np.isfinite(values)
+            if column in self._empty_ok:
+                present = chunk[column].notna().to_numpy()
+                numbers = pd.to_numeric(chunk[column], errors="coerce")
+                values = numbers.to_numpy(dtype=np.float64, na_value=np.nan)
+                bad = present & ~np.isfinite(values)
+            else:
+                values = chunk[column].to_numpy(dtype=np.float64)
+                bad = ~np.isfinite(values)
             if column in self._unknown_ok:
                 bad &= ~np.isnan(values)
             if bad.any():
@@ -247,7 +284,7 @@ class CsvFile:
         for column in ("ts", *self._numeric):
             raw = chunk[column]
             empty = raw == ""
-            if empty.any():
+            if empty.any() and column not in self._empty_ok:
                 self._fail(chunk, row0, empty, f"missing value in column {column!r}")
             if column == "ts":
                 bad = ~raw.str.fullmatch(r"\d{1,18}")
@@ -258,6 +295,8 @@ class CsvFile:
             bad = values.isna() | ~np.isfinite(values.to_numpy(dtype=np.float64, na_value=np.nan))
             if column in self._unknown_ok:
                 bad &= raw != "nan"
+            if column in self._empty_ok:
+                bad &= ~empty
             if bad.any():
                 self._fail(chunk, row0, bad, f"column {column!r} is not a decimal number")
         for column in self._text:

@@ -1,4 +1,5 @@
-"""Typed views of one symbol's tape files: candles, trades, funding rates, book snapshots.
+"""Typed views of one symbol's tape files: candles, trades, funding rates, open interest, book
+snapshots.
 
 Every query answers the question an exchange endpoint asks ("rows in [start, end], at most
 ``limit``, the oldest or the newest of them") and returns rows oldest first; a venue reverses
@@ -23,6 +24,7 @@ from crypto_pipelines.replay.tape.errors import TapeError
 OHLCV_HEADER = ("ts", "open", "high", "low", "close", "volume")
 TRADES_HEADER = ("ts", "id", "side", "price", "amount")
 FUNDING_HEADER = ("ts", "rate")
+OPEN_INTEREST_HEADER = ("ts", "open_interest", "open_interest_value")
 
 
 class Candle(NamedTuple):
@@ -45,6 +47,15 @@ class Trade(NamedTuple):
 class FundingRate(NamedTuple):
     ts: int
     rate: str
+
+
+class OpenInterest(NamedTuple):
+    """Contracts outstanding and their value in the quote currency; ``""`` where the source
+    did not report one. ``ts`` is the snapshot's time, or the period's time in ``buckets``."""
+
+    ts: int
+    open_interest: str
+    open_interest_value: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +200,102 @@ class FundingSeries(_Series):
         self, start: int | None, end: int | None, limit: int, *, newest: bool = False
     ) -> list[FundingRate]:
         return self.rows(*self.span(start, end, limit, newest=newest))
+
+
+def _check_open_interest(path: Path) -> object:
+    """Each snapshot needs at least one of its two numbers (the typed and the text pass both
+    come here; empty cells are NaN or ""). Values are served as recorded, negative ones too:
+    judging them is the pipeline's job (its model quarantines them), as for candles."""
+
+    def check(chunk: pd.DataFrame, row0: int) -> None:
+        empty = np.ones(len(chunk), dtype=bool)
+        for column in OPEN_INTEREST_HEADER[1:]:
+            raw = chunk[column]
+            blank = (raw.isna() | (raw == "")).to_numpy()
+            empty &= blank
+        if empty.any():
+            pos = int(np.flatnonzero(empty)[0])
+            raise TapeError(
+                path, "a snapshot needs open_interest, open_interest_value or both", row0 + pos + 2
+            )
+
+    return check
+
+
+class OpenInterestSeries(_Series):
+    """Open-interest snapshots at the tape's own period. Exchanges publish open interest per
+    period (5m, 1h, 1d...), so venues ask ``buckets``: the value at each period's time is the
+    latest snapshot at or before it, taken only from within that period, so that a gap in the
+    recording leaves periods out instead of repeating a stale number."""
+
+    def __init__(self, path: Path) -> None:
+        columns = OPEN_INTEREST_HEADER[1:]
+        super().__init__(
+            CsvFile(
+                path,
+                OPEN_INTEREST_HEADER,
+                numeric=columns,
+                empty_ok=columns,
+                check_chunk=_check_open_interest(path),  # type: ignore[arg-type]
+            )
+        )
+
+    def rows(self, i0: int, i1: int) -> list[OpenInterest]:
+        ts = self.file.ts[i0:i1].tolist()
+        return [
+            OpenInterest(t, f[1], f[2]) for t, f in zip(ts, self.file.fields(i0, i1), strict=True)
+        ]
+
+    def between(
+        self, start: int | None, end: int | None, limit: int, *, newest: bool = False
+    ) -> list[OpenInterest]:
+        return self.rows(*self.span(start, end, limit, newest=newest))
+
+    def buckets(
+        self,
+        period_ms: int,
+        start: int | None,
+        end: int | None,
+        limit: int,
+        *,
+        newest: bool = False,
+        offset_ms: int = 0,
+    ) -> list[OpenInterest]:
+        """Values at the period times ``t`` (``t % period_ms == offset_ms``) with
+        ``start <= t <= end``, oldest first, at most ``limit`` of them: the oldest, or the
+        newest when ``newest``. A period without a snapshot in ``(t - period_ms, t]`` is
+        omitted."""
+        ts = self.file.ts
+        if not len(ts) or limit <= 0:
+            return []
+        lo = int(ts[0]) if start is None else max(start, int(ts[0]))
+        hi = int(ts[-1]) + period_ms - 1 if end is None else min(end, int(ts[-1]) + period_ms - 1)
+        first = lo + (offset_ms - lo) % period_ms
+        last = hi - (hi - offset_ms) % period_ms
+        times: list[int] = []
+        rows: list[int] = []
+        block = max(limit, 512)
+        cursor = last if newest else first
+        while len(times) < limit and first <= cursor <= last:
+            if newest:
+                t = cursor - period_ms * np.arange(min(block, (cursor - first) // period_ms + 1))
+                cursor = int(t[-1]) - period_ms
+            else:
+                t = cursor + period_ms * np.arange(min(block, (last - cursor) // period_ms + 1))
+                cursor = int(t[-1]) + period_ms
+            index = np.searchsorted(ts, t, side="right") - 1
+            ok = np.flatnonzero((index >= 0) & (ts[np.maximum(index, 0)] > t - period_ms))
+            times.extend(t[ok].tolist())
+            rows.extend(index[ok].tolist())
+        times, rows = times[:limit], rows[:limit]
+        if newest:
+            times.reverse()
+            rows.reverse()
+        out = []
+        for at, row in zip(times, rows, strict=True):
+            fields = self.file.fields(row, row + 1)[0]
+            out.append(OpenInterest(at, fields[1], fields[2]))
+        return out
 
 
 class BookSeries:

@@ -6,13 +6,14 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from crypto_pipelines.domain.symbols import SymbolError, dir_to_symbol
+from crypto_pipelines.domain.symbols import SymbolError, dir_to_symbol, parse_symbol
 from crypto_pipelines.replay.tape.errors import TapeError
 from crypto_pipelines.replay.tape.markets import MarketSpec, build_market, read_markets_json
 from crypto_pipelines.replay.tape.series import (
     BookSeries,
     CandleSeries,
     FundingSeries,
+    OpenInterestSeries,
     TradeSeries,
 )
 
@@ -28,6 +29,7 @@ class SymbolTape:
     ohlcv: dict[str, CandleSeries] = field(default_factory=dict)
     trades: TradeSeries | None = None
     funding: FundingSeries | None = None
+    open_interest: OpenInterestSeries | None = None
     book: BookSeries | None = None
 
     def first_ts(self) -> int | None:
@@ -40,7 +42,7 @@ class SymbolTape:
     def close(self) -> None:
         for series in self.ohlcv.values():
             series.close()
-        for other in (self.trades, self.funding, self.book):
+        for other in (self.trades, self.funding, self.open_interest, self.book):
             if other is not None:
                 other.close()
 
@@ -146,6 +148,15 @@ def _load_symbol(folder: Path, into: SymbolTape) -> None:
         elif name in ("funding.csv", "funding.csv.gz"):
             _once(path, into.funding)
             into.funding = FundingSeries(path)
+        elif name in ("open_interest.csv", "open_interest.csv.gz"):
+            if parse_symbol(into.symbol).market_type != "swap":
+                raise TapeError(
+                    path,
+                    f"open interest exists for perpetual swaps only; {into.symbol} is a spot "
+                    "symbol folder",
+                )
+            _once(path, into.open_interest)
+            into.open_interest = OpenInterestSeries(path)
         elif name in ("book.jsonl", "book.jsonl.gz"):
             _once(path, into.book)
             into.book = BookSeries(path)
@@ -153,7 +164,7 @@ def _load_symbol(folder: Path, into: SymbolTape) -> None:
             raise TapeError(
                 path,
                 "unknown tape file (want ohlcv_<timeframe>.csv, trades.csv, funding.csv, "
-                "book.jsonl, optionally .gz)",
+                "open_interest.csv, book.jsonl, optionally .gz)",
             )
 
 

@@ -19,6 +19,7 @@ from crypto_pipelines.replay.tape.markets import MarketSpec
 from crypto_pipelines.replay.tape.series import (
     FUNDING_HEADER,
     OHLCV_HEADER,
+    OPEN_INTEREST_HEADER,
     TRADES_HEADER,
     BookSnapshot,
 )
@@ -90,6 +91,25 @@ def write_funding(
     """Rows of (ts, rate)."""
     return _write_csv(
         symbol_dir(root, exchange, symbol) / "funding.csv", FUNDING_HEADER, rows, compress
+    )
+
+
+def write_open_interest(
+    root: Path,
+    exchange: str,
+    symbol: str,
+    rows: Iterable[Sequence[object]],
+    *,
+    compress: bool = False,
+) -> int:
+    """Rows of (ts, open_interest, open_interest_value) for a perpetual swap; ``None`` (or
+    ``""``) writes an empty cell, the format's "this venue does not report it"."""
+    cells = (tuple("" if v is None else v for v in row) for row in rows)
+    return _write_csv(
+        symbol_dir(root, exchange, symbol) / "open_interest.csv",
+        OPEN_INTEREST_HEADER,
+        cells,
+        compress,
     )
 
 

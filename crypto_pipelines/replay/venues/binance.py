@@ -6,7 +6,8 @@ Behaviour follows Binance's docs: klines and funding answer the oldest rows from
 the newest rows up to ``endTime`` (or now) otherwise; aggTrades page by ``fromId`` or by a time
 window of at most one hour; weights are charged per request and reported in
 ``X-MBX-USED-WEIGHT-1M``; 429 carries ``Retry-After`` and a client that keeps going is banned
-with 418.
+with 418. Futures statistics (open-interest history, ``/futures/data``) live in
+``binance_data``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import orjson
 from crypto_pipelines.domain.timeframes import timeframe_ms
 from crypto_pipelines.replay.limits import BanPolicy, Budget, Verdict
 from crypto_pipelines.replay.tape import MarketSpec
+from crypto_pipelines.replay.venues import binance_data
 from crypto_pipelines.replay.venues.base import (
     ErrorKind,
     Handler,
@@ -103,6 +105,8 @@ class Binance(Venue):
             "/api/v3/depth": self.depth,
             "/api/v3/ticker/24hr": self.ticker_24hr,
             "/sapi/v1/system/status": self.system_status,
+            # fapi and dapi hosts alike: binance_data tells them apart by host
+            binance_data.OPEN_INTEREST_HIST: self.open_interest_hist,
         }
         for family in ("fapi", "dapi"):
             prefix = f"/{family}/v1"
@@ -157,6 +161,8 @@ class Binance(Venue):
     def budgets_for(self, request: Request) -> tuple[Budget, ...]:
         if request.path.endswith("/fundingRate"):
             return (FUNDING_RATE_REQUESTS,)
+        if request.path.startswith("/futures/data/"):
+            return (binance_data.FUTURES_DATA_REQUESTS,)
         return (_FAMILY_BUDGET.get(_family(request.path), SPOT_WEIGHT),)
 
     def endpoint_key(self, request: Request) -> str:
@@ -558,6 +564,9 @@ class Binance(Venue):
                 }
             )
         return json_response(out)
+
+    def open_interest_hist(self, request: Request) -> Response:
+        return binance_data.open_interest_hist(self, request)
 
     def premium_index(self, request: Request) -> Response:
         market = self._market(request)

@@ -21,6 +21,7 @@ from crypto_pipelines.domain.timeframes import DAY_MS
 from crypto_pipelines.replay.limits import Budget, Verdict
 from crypto_pipelines.replay.tape import MarketSpec
 from crypto_pipelines.replay.venues import bybit_markets as info
+from crypto_pipelines.replay.venues import bybit_stats
 from crypto_pipelines.replay.venues.base import (
     ErrorKind,
     Handler,
@@ -91,6 +92,7 @@ class Bybit(Venue):
             "/v5/market/recent-trade": self.recent_trade,
             "/v5/market/orderbook": self.orderbook,
             "/v5/market/funding/history": self.funding_history,
+            bybit_stats.OPEN_INTEREST: lambda request: bybit_stats.open_interest(self, request),
             "/v5/market/tickers": self.tickers,
         }
 

@@ -24,6 +24,7 @@ import orjson
 from crypto_pipelines.replay.clock import ReplayClock
 from crypto_pipelines.replay.limits import Budget
 from crypto_pipelines.replay.tape import ExchangeTape, MarketSpec, TradeSeries
+from crypto_pipelines.replay.venues import okx_stats
 from crypto_pipelines.replay.venues.base import (
     ErrorKind,
     Handler,
@@ -59,6 +60,7 @@ _LIMITS: dict[str, tuple[int, int, str | None]] = {
     "market/tickers": (20, 2_000, None),
     "public/funding-rate-history": (10, 2_000, "instId"),
     "public/time": (10, 2_000, None),
+    okx_stats.OPEN_INTEREST_HISTORY: okx_stats.OPEN_INTEREST_LIMIT,
     "system/status": (1, 5_000, None),
 }
 BUDGETS: dict[str, Budget] = {
@@ -140,6 +142,7 @@ class Okx(Venue):
             "market/trades": self.trades,
             "market/history-trades": self.history_trades,
             "public/funding-rate-history": self.funding_rate_history,
+            okx_stats.OPEN_INTEREST_HISTORY: self.open_interest_history,
             "market/ticker": self.ticker,
             "market/tickers": self.tickers,
             "public/time": self.time,
@@ -362,6 +365,9 @@ class Okx(Venue):
             for r in reversed(series.rows(i0, max(i0, i1)))
         ]
         return json_response(envelope(rows))
+
+    def open_interest_history(self, request: Request) -> Response:
+        return okx_stats.open_interest_history(self, request)
 
     def ticker(self, request: Request) -> Response:
         market = self._market(request)
