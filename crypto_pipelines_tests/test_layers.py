@@ -11,9 +11,8 @@ import pkgutil
 import subprocess
 import sys
 
-import pytest
-
 import crypto_pipelines.domain
+import crypto_pipelines.exchanges
 from crypto_pipelines.domain.universe import SOURCE_ENV, UNIVERSE_ENV
 
 _LIST_IMPORTED = (
@@ -56,15 +55,25 @@ def test_the_domain_imports_no_other_layer_and_no_dagster() -> None:
     assert under(loaded, *(f"crypto_pipelines.{layer}" for layer in layers), "dagster") == []
 
 
-@pytest.mark.parametrize(
-    "module",
-    ["crypto_pipelines.exchanges.client", "crypto_pipelines.exchanges.loader"],
-)
-def test_the_exchanges_import_no_storage_and_no_dagster(module: str) -> None:
-    # crypto_pipelines.exchanges.ingest (which writes to the store) is moving out of the
-    # package; until it has, it is the one module here allowed to import storage.
-    loaded = imported_by(module)
+def test_the_exchanges_import_no_storage_and_no_dagster() -> None:
+    """Writing is the ingestion core's (``crypto_pipelines.ingest``): no module of the
+    exchanges package reaches the store."""
+    modules = [
+        f"crypto_pipelines.exchanges.{info.name}"
+        for info in pkgutil.walk_packages(
+            crypto_pipelines.exchanges.__path__, onerror=lambda _name: None
+        )
+    ]
+    assert "crypto_pipelines.exchanges.loader" in modules
+    assert "crypto_pipelines.exchanges.ingest" not in modules  # moved to crypto_pipelines.ingest
+    loaded = imported_by(*modules)
     assert under(loaded, "crypto_pipelines.storage", "crypto_pipelines.defs", "dagster") == []
+
+
+def test_the_ingestion_core_imports_no_dagster() -> None:
+    loaded = imported_by("crypto_pipelines.ingest")
+    assert under(loaded, "crypto_pipelines.defs", "dagster") == []
+    assert "crypto_pipelines.storage.store" in loaded
 
 
 def test_the_exchange_client_does_not_load_the_replay_server() -> None:

@@ -37,6 +37,10 @@ def venue_problems(universe: Universe) -> list[str]:
                 f"exchanges.{name}.symbols: {name} lists no perpetual swaps: "
                 f"{', '.join(exchange.perpetuals)}"
             )
+        if exchange.open_interest and venue.open_interest is None:
+            problems.append(
+                f"exchanges.{name}.open_interest: {name} publishes no open interest history"
+            )
         filters = exchange.filters
         if filters is not None and not set(filters.types) <= venue.market_types:
             wrong = sorted(set(filters.types) - venue.market_types)

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from crypto_pipelines.domain.schemas import get_dataset
 from crypto_pipelines.exchanges.calls import (
     Caller,
     FetchStats,
@@ -40,7 +41,7 @@ from crypto_pipelines.exchanges.calls import (
 from crypto_pipelines.exchanges.errors import UnsupportedRequest
 from crypto_pipelines.exchanges.frames import frames, strictly_after
 from crypto_pipelines.exchanges.paging import range_params, walk_range
-from crypto_pipelines.exchanges.parse import Block, Where, _in_span, _oriented, rows_at
+from crypto_pipelines.exchanges.parse import Block, Where, in_span, oriented, rows_at
 from crypto_pipelines.exchanges.venues import (
     MarketKind,
     OpenInterestSpec,
@@ -49,7 +50,7 @@ from crypto_pipelines.exchanges.venues import (
     VenueSpec,
 )
 
-OPEN_INTEREST_COLUMNS = ("exchange", "symbol", "ts", "open_interest", "open_interest_value")
+OPEN_INTEREST_COLUMNS = get_dataset("open_interest").columns  # from the Pandera model
 _VALUES = OPEN_INTEREST_COLUMNS[3:]
 DEFAULT_CHUNK_ROWS = 10_000
 #: periods kept clear of a venue's retention edge, so that a client clock running behind the
@@ -165,9 +166,9 @@ def open_interest_block(
         value = amount * contract_size
     else:
         value = np.full(len(rows), np.nan)
-    order = _oriented(ts, spec.newest_first, True, where, span)
+    order = oriented(ts, spec.newest_first, True, where, span)
     ts, amount, value = ts[order], amount[order], value[order]
-    _in_span(ts, where, span)
+    in_span(ts, where, span)
     return Block(ts, {"open_interest": amount, "open_interest_value": value})
 
 

@@ -91,7 +91,7 @@ def rows_at(payload: Any, path: tuple[str, ...], where: Where, span: tuple[int, 
     return node
 
 
-def _oriented(
+def oriented(
     ts: np.ndarray, newest_first: bool, strict: bool, where: Where, span: tuple[int, int]
 ) -> np.ndarray:
     """Index putting rows oldest first, after checking they came in the documented order
@@ -110,7 +110,7 @@ def _oriented(
     return np.arange(len(ts) - 1, -1, -1) if newest_first else np.arange(len(ts))
 
 
-def _in_span(ts: np.ndarray, where: Where, span: tuple[int, int]) -> None:
+def in_span(ts: np.ndarray, where: Where, span: tuple[int, int]) -> None:
     if len(ts) and (ts[0] < span[0] or ts[-1] >= span[1]):
         bad = int(ts[0]) if ts[0] < span[0] else int(ts[-1])
         raise where.fail(span, f"row at {iso(bad)} ({bad}) is outside the requested range")
@@ -147,9 +147,9 @@ def candle_block(
     values = _numbers(
         rows, itemgetter(c.open, c.high, c.low, c.close, c.volume[kind]), where, span, np.float64
     )
-    order = _oriented(ts, spec.newest_first, True, where, span)
+    order = oriented(ts, spec.newest_first, True, where, span)
     ts, values = ts[order], values[order]
-    _in_span(ts, where, span)
+    in_span(ts, where, span)
     offset = 4 * DAY_MS if weekly else 0
     off_grid = np.flatnonzero((ts - offset) % timeframe_ms)
     if len(off_grid):
@@ -190,7 +190,7 @@ def trade_block(
     price = _numbers(rows, itemgetter(fields.price), where, span, np.float64)
     amount = _numbers(rows, itemgetter(fields.amount), where, span, np.float64)
     sides = np.array([fields.sides.get(r.get(fields.side)) for r in rows], dtype=object)
-    order = _oriented(ts, newest_first, False, where, span)
+    order = oriented(ts, newest_first, False, where, span)
     block = Block(ts, {"trade_id": ids, "side": sides, "price": price, "amount": amount}).select(
         order
     )
@@ -213,7 +213,7 @@ def funding_block(rows: list[Any], spec: FundingSpec, where: Where, span: tuple[
         return next((row[k] for k in spec.rate_fields if row.get(k) not in (None, "")), None)
 
     rates = _numbers(rows, rate, where, span, np.float64)
-    order = _oriented(ts, spec.newest_first, True, where, span)
+    order = oriented(ts, spec.newest_first, True, where, span)
     ts, rates = ts[order], rates[order]
-    _in_span(ts, where, span)
+    in_span(ts, where, span)
     return Block(ts, {"rate": rates})

@@ -22,10 +22,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import sqlalchemy as sa
 
 from crypto_pipelines.domain.datasets import SeriesKey
 from crypto_pipelines.domain.gaps import NO_GAPS, Gaps, Range, candle_gaps, id_gaps, slots_in
+from crypto_pipelines.domain.symbols import parse_symbol
 from crypto_pipelines.domain.timeframes import timeframe_ms
 from crypto_pipelines.storage.coverage import clip, covered
 from crypto_pipelines.storage.gaps import GapStore, Series, WindowVerdict
@@ -85,6 +87,19 @@ def candle_windows_gaps(
     return [gaps for gaps, _loaded in _candle_windows(store, exchange, symbol, timeframe, windows)]
 
 
+def listing_bounds(store: MarketStore, exchange: str, symbol: str) -> tuple[int | None, int | None]:
+    """The market's ``(listed_ms, delisted_ms)`` from the stored catalog (None where unknown,
+    or when ``<exchange>/markets`` has not run yet)."""
+    table = "crypto_perps" if parse_symbol(symbol).settle is not None else "crypto_pairs"
+    rows = store.read(table, exchange=exchange, symbol=symbol)
+    if rows.empty:
+        return None, None
+    listed, delisted = rows["listed_ms"].iloc[0], rows["delisted_ms"].iloc[0]
+    return (None if pd.isna(listed) else int(listed)), (
+        None if pd.isna(delisted) else int(delisted)
+    )
+
+
 def _candle_windows(
     store: MarketStore,
     exchange: str,
@@ -95,7 +110,10 @@ def _candle_windows(
 ) -> list[tuple[Gaps, bool]]:
     """Each window's gaps and whether it was loaded at all, reading the series once (one
     query for the span the windows cover, its coverage, one index probe before it) instead of
-    several queries per window: a year of daily partitions is 365 windows."""
+    several queries per window: a year of daily partitions is 365 windows.
+
+    Where the catalog knows the market's listing, the grid starts at the listing (or the
+    window) even before the series' first stored candle, and ends at the delisting."""
     if not windows:
         return []
     step = timeframe_ms(timeframe)
@@ -114,20 +132,22 @@ def _candle_windows(
     )
     cover = covered(store.engine, SeriesKey(exchange, symbol, "ohlcv", timeframe), lo, hi)
     before_span = _has_candle(store, exchange, symbol, timeframe, None, lo)
+    listed, delisted = listing_bounds(store, exchange, symbol)
     found = []
     for start_ms, end_ms in windows:
         first_in, past_end = np.searchsorted(ts, [start_ms, end_ms], side="left")
         inside = ts[first_in:past_end]
-        parts = clip(cover, (start_ms, end_ms))
+        life = (max(start_ms, listed or start_ms), min(end_ms, delisted or end_ms))
+        parts = clip(cover, life)
         if not parts:
-            closed = now_ms is None or start_ms + step <= now_ms
-            found.append((NO_GAPS, not closed))
+            closed = now_ms is None or life[0] + step <= now_ms
+            found.append((NO_GAPS, life[0] >= life[1] or not closed))
             continue
-        before = before_span or first_in > 0
+        before = before_span or first_in > 0 or listed is not None
         if not inside.size and not before:
             found.append((NO_GAPS, True))  # answered, and the series has not begun yet
             continue
-        first = start_ms if before else int(inside[0])
+        first = life[0] if before else int(inside[0])
         found.append((candle_gaps(inside, timeframe, first, parts[-1][1]), True))
     return found
 

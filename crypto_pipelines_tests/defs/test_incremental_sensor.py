@@ -44,6 +44,7 @@ def _universe(
     timeframes: str = "1m, 1h",
     start: str = "2024-01-01",
     funding: bool = True,
+    open_interest: bool = False,
     **incremental: int,
 ) -> Universe:
     settings = "".join(f"\n  {k}: {v}" for k, v in incremental.items())
@@ -56,6 +57,7 @@ timeframes: [{timeframes}]
 start: {start}
 trades: true
 funding: {str(funding).lower()}
+open_interest: {str(open_interest).lower()}
 incremental:
   interval_seconds: 30{settings}
 """
@@ -174,6 +176,28 @@ def test_requests_exactly_new_closed_data_and_never_twice(
         )
     assert len(later) == 2  # both symbols need the same day: one run per asset
     assert len(ticker.keys) == len(set(ticker.keys)) == 7
+
+
+def test_open_interest_is_loaded_for_the_perpetual_as_samples_close(
+    tmp_path: Path, instance: dg.DagsterInstance, exchange: Exchange, db_url: str
+) -> None:
+    """The descriptor is all the sensor needs: daily partitions, perpetuals only, a 5-minute
+    grid (a new sample every 5 minutes is new closed data)."""
+    universe = _universe(tmp_path, timeframes="1h", funding=False, open_interest=True)
+    ticker = Ticker(universe, instance, exchange, db_url)
+    interest = "binance/open_interest"
+    first = ticker.tick()
+    requested = {p for p in ticker.partitions(first) if p[0] == interest}
+    assert requested == {(interest, f"2024-01-01|{PERP}"), (interest, f"2024-01-02|{PERP}")}
+    ticker.run(first)
+    with MarketStore.open(db_url) as store:
+        newest = store.latest_ts("open_interest", exchange="binance", symbol=PERP)
+    assert newest == at(2, 3, 0)  # the newest 5-minute sample at 03:00:30
+    assert ticker.state()[f"open_interest|{PERP}"]["w"] == at(2, 3, 0)
+    assert not {p for p in ticker.partitions(ticker.tick()) if p[0] == interest}
+    exchange.move_to(at(2, 3, 5, 1))
+    later = {p for p in ticker.partitions(ticker.tick()) if p[0] == interest}
+    assert later == {(interest, f"2024-01-02|{PERP}")}
 
 
 def test_per_tick_bound_defers_without_losing_or_repeating(

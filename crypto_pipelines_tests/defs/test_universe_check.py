@@ -38,6 +38,12 @@ UNSUPPORTED = [
         "exchanges.coinbaseexchange.filters.types: coinbaseexchange lists no swap markets",
         id="filter-types",
     ),
+    pytest.param(
+        "exchanges:\n  coinbaseexchange:\n    symbols: [BTC/USD]\n    open_interest: true\n",
+        "exchanges.coinbaseexchange.open_interest: coinbaseexchange publishes no open interest "
+        "history",
+        id="open-interest",
+    ),
 ]
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from crypto_pipelines.domain.datasets import SeriesKey
+from crypto_pipelines.domain.instruments import CryptoPair
 from crypto_pipelines.exchanges import get_venue, make_client
 from crypto_pipelines.ingest import load_series
 from crypto_pipelines.replay import ReplayServer
@@ -120,3 +121,31 @@ def test_refetch_asks_for_everything_and_the_open_partition_tail_is_freshness(
     # the run inside the morning is a gap; the afternoon, not asked for yet, is not
     assert checks[0].missing_ranges == [(T0 + 3 * DAY + 60 * M, T0 + 3 * DAY + 64 * M)]
     assert refetch.spans == [(T0 + 3 * DAY, T0 + 4 * DAY)]  # type: ignore[attr-defined]
+
+
+def test_the_grid_follows_the_listing_and_the_delisting(server: ReplayServer, db_url: str) -> None:
+    """With the market in the catalog, a leading run of missing candles after the listing is a
+    gap too (without it, the series' first candle would be taken as its start), and nothing
+    after the delisting is expected."""
+    listed, delisted = T0 + 2 * DAY - 30 * M, T0 + 3 * DAY + 62 * M
+    pair = CryptoPair(
+        exchange="binance",
+        symbol="BTC/USDT",
+        base="BTC",
+        quote="USDT",
+        active=False,
+        listed_ms=listed,
+        delisted_ms=delisted,
+    )
+    windows = [(T0 + d * DAY, T0 + (d + 1) * DAY) for d in range(DAYS)]
+    with MarketStore.open(db_url) as store:
+        store.upsert_instruments(pairs=[pair])
+        _load(server, store, 0, DAYS)
+        checks = check_candle_windows(
+            store, GapStore(store.engine), "binance", "BTC/USDT", "1m", windows, now_ms=NOW
+        )
+    assert [c.gaps.expected for c in checks] == [0, 30, 1440, 62, 0]
+    # day 1: the listing's first 23 minutes are there, its last 7 are missing at the exchange
+    assert checks[1].missing_ranges == [(T0 + 2 * DAY - 7 * M, T0 + 2 * DAY - M)]
+    assert checks[3].missing_ranges == [(T0 + 3 * DAY + 60 * M, T0 + 3 * DAY + 61 * M)]
+    assert all(c.loaded for c in checks)
