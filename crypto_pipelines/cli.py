@@ -12,6 +12,7 @@ import typer
 
 from crypto_pipelines.defs.cli import partitions_app
 from crypto_pipelines.replay.cli import replay_app
+from crypto_pipelines.stream.cli import stream_app
 
 app = typer.Typer(
     name="crypto-pipelines",
@@ -21,6 +22,7 @@ app = typer.Typer(
 )
 app.add_typer(replay_app, name="replay")
 app.add_typer(partitions_app, name="partitions")
+app.add_typer(stream_app, name="stream")
 
 
 @app.callback()
@@ -34,3 +36,7 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug log
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

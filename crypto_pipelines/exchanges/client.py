@@ -137,3 +137,28 @@ def make_client(
     if isinstance(rate_budget, SharedBudget):
         attach(client, rate_budget)
     return client
+
+
+def make_stream_client(
+    exchange_id: str,
+    *,
+    options: Mapping[str, Any] | None = None,
+    replay_url: str | None = None,
+    timeout_ms: int = DEFAULT_TIMEOUT_MS,
+) -> Any:
+    """A stock ccxt.pro client (WebSockets) for one of the supported venues, with the venue's
+    ``ccxt_options`` and ``ws_options`` (which streams match what the REST loader stores) and
+    every URL routed to the replay exchange when one is configured, as ``make_client`` does.
+    Public data only: no credentials. ccxt.pro is imported when asked for (it pulls in the
+    async flavour and aiohttp)."""
+    spec = get_venue(exchange_id)
+    module: Any = importlib.import_module("ccxt.pro")
+    merged = _merge(_merge(spec.ccxt_options, spec.ws_options), options or {})
+    client = getattr(module, exchange_id)(
+        {"enableRateLimit": True, "timeout": timeout_ms, "options": merged}
+    )
+    target = replay_url or replay_url_from_env()
+    if target is not None:
+        point_ccxt_at(client, target)
+        log.debug("%s stream client routed to the replay exchange at %s", exchange_id, target)
+    return client

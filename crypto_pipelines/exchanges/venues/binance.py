@@ -171,6 +171,12 @@ BINANCE = VenueSpec(
     ),
     # Spot, USDⓈ-M and COIN-M markets only (no options); no margin pairs or currencies, which
     # are private calls that need keys and tell us nothing about market data.
+    ws_options=frozen(
+        {
+            "watchTrades": {"name": "aggTrade"},
+            "watchTradesForSymbols": {"name": "aggTrade"},
+        }
+    ),
     ccxt_options=frozen(
         {
             "fetchMarkets": {"types": ["spot", "linear", "inverse"]},

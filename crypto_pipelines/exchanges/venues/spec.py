@@ -254,6 +254,9 @@ class VenueSpec:
     time_request: str | None = None
     #: None: the venue publishes no open-interest history (no perpetuals: Coinbase)
     open_interest: OpenInterestSpec | None = None
+    #: merged into the ccxt.pro client's options (``make_stream_client``): the streams that
+    #: match what the REST loader stores (Binance: aggTrade ids, as its REST trades)
+    ws_options: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def timeframes(self) -> tuple[str, ...]:

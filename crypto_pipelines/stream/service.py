@@ -1,0 +1,296 @@
+"""The stream service: ccxt.pro WebSockets per exchange, feeding handlers, surviving drops.
+
+One ``ExchangeStream`` per exchange watches the trades (and the candles of the configured
+timeframes) of its symbols over one ccxt.pro client, and hands each message, as rows of the
+datasets' columns, to every handler (the store writer first). It survives what WebSockets do:
+
+- a dropped or failed connection is reconnected with exponential backoff and full jitter;
+- a connection silent for ``watchdog_s`` (a stall: open, but nothing arrives) is closed and
+  reconnected, like a drop;
+- after ``failover_after`` failed attempts in a row the exchange fails over to REST polling
+  (the same loader as the historical assets) for ``ws_retry_s``, then tries its WebSocket
+  again, so data keeps arriving while a venue's stream is down;
+- after every (re)start and reconnect, trades since the newest stored trade of each symbol are
+  caught up over REST, so neither a drop nor a crash of the whole process loses a trade the
+  venue's REST history still has. Upserts make the overlap harmless.
+
+A candle is passed on once it is closed: when a newer candle of the same series arrives (the
+forming one is never stored, as on the REST path). Plain Python: no Dagster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from crypto_pipelines.domain.datasets import SeriesKey
+from crypto_pipelines.exchanges.client import make_client, make_stream_client
+from crypto_pipelines.exchanges.loader import exchange_time_ms
+from crypto_pipelines.exchanges.venues import get_venue
+from crypto_pipelines.ingest import load_series
+from crypto_pipelines.storage.store import MarketStore
+from crypto_pipelines.stream.events import StreamBatch, candle_rows, trade_rows
+from crypto_pipelines.stream.stats import StreamStats
+from crypto_pipelines.stream.writer import Handler, StoreWriter
+
+log = logging.getLogger(__name__)
+
+
+class StreamStalled(Exception):
+    """No message for ``watchdog_s`` on an open connection."""
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """How the stream batches, waits and recovers (defaults suit a live venue)."""
+
+    timeframes: tuple[str, ...] = ()
+    trades: bool = True
+    flush_ms: int = 250
+    flush_rows: int = 5_000
+    watchdog_s: float = 30.0
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 30.0
+    failover_after: int = 5
+    poll_s: float = 5.0
+    ws_retry_s: float = 60.0
+    catch_up: bool = True
+    catch_up_lookback_ms: int = 3_600_000
+    """With no trade stored yet, how far back a catch-up starts (older history is a backfill)."""
+
+
+def backoff_s(attempt: int, base: float, cap: float) -> float:
+    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
+    return random.uniform(0, min(cap, base * 2 ** max(attempt - 1, 0)))
+
+
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+
+
+class ExchangeStream:
+    """One exchange's connection, its recovery, and its REST catch-up and failover."""
+
+    def __init__(
+        self,
+        exchange: str,
+        symbols: Sequence[str],
+        store: MarketStore,
+        emit: Callable[[StreamBatch], Awaitable[None]],
+        stats: StreamStats,
+        settings: StreamSettings,
+        replay_url: str | None = None,
+    ) -> None:
+        self.exchange = exchange
+        self.symbols = list(symbols)
+        self.store = store
+        self.emit = emit
+        self.stats = stats
+        self.settings = settings
+        self.replay_url = replay_url
+        self.failures = 0
+        self._rest: Any = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        s = self.settings
+        while not stop.is_set():
+            try:
+                if s.catch_up:
+                    await self.catch_up()
+                await self._watch(stop)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # ccxt's NetworkError/ExchangeError, a stall, a bad message
+                self.failures += 1
+                self.stats.reconnects[self.exchange] += 1
+                self.stats.errors[self.exchange] = f"{type(exc).__name__}: {exc}"[:500]
+                log.warning("%s stream: %s (failure %d)", self.exchange, exc, self.failures)
+            if stop.is_set():
+                return
+            if self.failures >= s.failover_after:
+                self.stats.failovers[self.exchange] += 1
+                log.warning(
+                    "%s: WebSocket down, polling REST for %.0f s", self.exchange, s.ws_retry_s
+                )
+                await self.poll_rest(stop, s.ws_retry_s)
+                self.failures = s.failover_after - 1  # one more failure: back to REST at once
+            else:
+                await _sleep_unless(
+                    stop, backoff_s(self.failures, s.backoff_base_s, s.backoff_max_s)
+                )
+
+    # --- WebSocket -------------------------------------------------------------------------
+
+    async def _watch(self, stop: asyncio.Event) -> None:
+        client = make_stream_client(self.exchange, replay_url=self.replay_url)
+        loops: list[Awaitable[None]] = []
+        try:
+            if self.settings.trades:
+                if client.has.get("watchTradesForSymbols") and len(self.symbols) > 1:
+                    loops.append(self._trades(client, self.symbols))
+                else:
+                    loops += [self._trades(client, [symbol]) for symbol in self.symbols]
+            for timeframe in self.settings.timeframes:
+                loops += [self._candles(client, symbol, timeframe) for symbol in self.symbols]
+            tasks = [asyncio.ensure_future(loop) for loop in loops]
+            stopper = asyncio.ensure_future(stop.wait())
+            try:
+                done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in [*tasks, stopper]:
+                    task.cancel()
+                await asyncio.gather(*tasks, stopper, return_exceptions=True)
+            for task in done:
+                if task is not stopper and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+        finally:
+            await client.close()
+
+    async def _next(self, watch: Awaitable[Any]) -> Any:
+        try:
+            return await asyncio.wait_for(watch, timeout=self.settings.watchdog_s)
+        except TimeoutError:
+            raise StreamStalled(f"no message for {self.settings.watchdog_s:.0f} s") from None
+
+    async def _trades(self, client: Any, symbols: list[str]) -> None:
+        many = len(symbols) > 1
+        while True:
+            if many:
+                trades = await self._next(client.watch_trades_for_symbols(symbols))
+            else:
+                trades = await self._next(client.watch_trades(symbols[0]))
+            received = time.monotonic()
+            self.failures = 0
+            by_symbol: dict[str, list[dict[str, Any]]] = {}
+            for trade in trades:
+                by_symbol.setdefault(str(trade.get("symbol") or symbols[0]), []).append(trade)
+            for symbol, items in by_symbol.items():
+                rows = trade_rows(self.exchange, symbol, items)
+                self.stats.message(self.exchange, "trades", len(rows))
+                await self.emit(StreamBatch("trades", self.exchange, symbol, rows, received))
+
+    async def _candles(self, client: Any, symbol: str, timeframe: str) -> None:
+        forming: dict[int, list[Any]] = {}
+        emitted = -1
+        while True:
+            candles = await self._next(client.watch_ohlcv(symbol, timeframe))
+            received = time.monotonic()
+            self.failures = 0
+            self.stats.message(self.exchange, f"ohlcv_{timeframe}", len(candles))
+            for candle in candles:
+                forming[int(candle[0])] = list(candle)
+            newest = max(forming)
+            closed = [forming.pop(ts) for ts in sorted(forming) if ts < newest]
+            closed = [c for c in closed if int(c[0]) > emitted]
+            if closed:
+                emitted = int(closed[-1][0])
+                rows = candle_rows(self.exchange, symbol, timeframe, closed)
+                await self.emit(
+                    StreamBatch("candles", self.exchange, symbol, rows, received, timeframe)
+                )
+
+    # --- REST: catch-up and failover -------------------------------------------------------
+
+    def _rest_client(self) -> Any:
+        if self._rest is None:
+            self._rest = make_client(self.exchange, replay_url=self.replay_url, rate_budget=True)
+        return self._rest
+
+    async def catch_up(self) -> int:
+        """Trades since the newest stored trade of each symbol, over REST (in a worker thread:
+        the loader is synchronous). A venue whose REST cannot serve that far back keeps what
+        it can; the error is recorded, never raised."""
+        if not self.settings.trades:
+            return 0
+        return await asyncio.to_thread(self._catch_up_sync)
+
+    def _catch_up_sync(self) -> int:
+        client = self._rest_client()
+        venue = get_venue(self.exchange)
+        total = 0
+        try:
+            now = exchange_time_ms(client)
+        except Exception as exc:
+            self.stats.errors[f"{self.exchange}:rest"] = f"{type(exc).__name__}: {exc}"[:500]
+            return 0
+        for symbol in self.symbols:
+            newest = self.store.latest_ts("trades", exchange=self.exchange, symbol=symbol)
+            start = newest if newest is not None else now - self.settings.catch_up_lookback_ms
+            series = SeriesKey(self.exchange, symbol, "trades")
+            try:
+                report = load_series(
+                    client, venue, self.store, series, start, now + 1, now_ms=now, refetch=True
+                )
+            except Exception as exc:
+                self.stats.errors[f"{self.exchange}:{symbol}:rest"] = (
+                    f"{type(exc).__name__}: {exc}"[:500]
+                )
+                log.warning("%s %s: REST catch-up failed: %s", self.exchange, symbol, exc)
+                continue
+            total += report.rows_written
+            self.stats.catch_up_rows[self.exchange] += report.rows_written
+        return total
+
+    async def poll_rest(self, stop: asyncio.Event, duration_s: float) -> None:
+        """REST polling while the WebSocket is down: a catch-up every ``poll_s``."""
+        until = time.monotonic() + duration_s
+        while not stop.is_set() and time.monotonic() < until:
+            written = await self.catch_up()
+            self.stats.polled_rows[self.exchange] += written
+            await _sleep_unless(stop, min(self.settings.poll_s, max(until - time.monotonic(), 0)))
+
+
+class StreamService:
+    """Every configured exchange's stream, the store writer and any extra handlers."""
+
+    def __init__(
+        self,
+        symbols: Mapping[str, Sequence[str]],
+        store: MarketStore,
+        *,
+        settings: StreamSettings | None = None,
+        replay_url: str | None = None,
+        handlers: Sequence[Handler] = (),
+    ) -> None:
+        self.settings = settings or StreamSettings()
+        self.stats = StreamStats()
+        self.writer = StoreWriter(
+            store, self.stats, flush_ms=self.settings.flush_ms, flush_rows=self.settings.flush_rows
+        )
+        self.handlers: list[Handler] = [self.writer, *handlers]
+        self.streams = [
+            ExchangeStream(
+                exchange, list(names), store, self._emit, self.stats, self.settings, replay_url
+            )
+            for exchange, names in symbols.items()
+        ]
+
+    async def _emit(self, batch: StreamBatch) -> None:
+        for handler in self.handlers:
+            await handler.handle(batch)
+
+    async def run(self, stop: asyncio.Event) -> StreamStats:
+        """Run until ``stop`` is set (or the task is cancelled); then flush every buffer and
+        close every handler and connection."""
+        try:
+            await asyncio.gather(*(s.run(stop) for s in self.streams))
+        finally:
+            for handler in self.handlers:
+                try:
+                    await handler.close()
+                except Exception as exc:  # one handler failing must not keep the rest open
+                    log.error("closing %s failed: %s", type(handler).__name__, exc)
+        return self.stats
+
+    async def run_for(self, seconds: float) -> StreamStats:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().call_later(seconds, stop.set)
+        return await self.run(stop)

@@ -1,0 +1,111 @@
+"""Handlers: what the stream does with each batch. The store writer is one of them.
+
+``StoreWriter`` buffers rows per dataset and writes them through the ingestion core's sink
+(``crypto_pipelines.ingest.Sink``, source ``stream``) every ``flush_ms`` milliseconds or
+``flush_rows`` rows, whichever comes first: the same validation, quarantine and upserts as
+every other source, so a trade seen twice (by the stream and by a REST catch-up) is stored
+once. Writes run in a worker thread, one flush at a time, so the event loop keeps reading
+sockets while the database commits; closing flushes everything still buffered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict
+from typing import Any, Protocol
+
+import pandas as pd
+
+from crypto_pipelines.ingest import Sink
+from crypto_pipelines.storage.store import MarketStore
+from crypto_pipelines.stream.events import StreamBatch
+from crypto_pipelines.stream.stats import StreamStats
+
+log = logging.getLogger(__name__)
+
+
+class Handler(Protocol):
+    """Receives every batch the stream produces; ``close`` is awaited once at shutdown."""
+
+    async def handle(self, batch: StreamBatch) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class StoreWriter:
+    """Batches rows into the market store (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: MarketStore,
+        stats: StreamStats,
+        *,
+        flush_ms: int = 250,
+        flush_rows: int = 5_000,
+        source: str = "stream",
+    ) -> None:
+        self.sink = Sink(store, source=source)
+        self.stats = stats
+        self.flush_s = flush_ms / 1000
+        self.flush_rows = flush_rows
+        self._rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self._received: dict[str, list[float]] = defaultdict(list)
+        self._lock = asyncio.Lock()
+        self._ticker: asyncio.Task[None] | None = None
+
+    @property
+    def depth(self) -> int:
+        return sum(len(rows) for rows in self._rows.values())
+
+    async def handle(self, batch: StreamBatch) -> None:
+        if not batch.rows:
+            return
+        if self._ticker is None:
+            self._ticker = asyncio.create_task(self._tick(), name="store-writer-flush")
+        self._rows[batch.dataset].extend(batch.rows)
+        self._received[batch.dataset].append(batch.received)
+        self.stats.buffer_depth = self.depth
+        if len(self._rows[batch.dataset]) >= self.flush_rows:
+            await self.flush(batch.dataset)
+
+    async def _tick(self) -> None:
+        """Flush any dataset whose oldest buffered message is ``flush_ms`` old."""
+        while True:
+            await asyncio.sleep(self.flush_s / 4)
+            now = time.monotonic()
+            for dataset, received in list(self._received.items()):
+                if received and now - received[0] >= self.flush_s:
+                    try:
+                        await self.flush(dataset)
+                    except Exception as exc:  # the database is away: keep the rows, retry
+                        self.stats.errors["store"] = f"{type(exc).__name__}: {exc}"[:500]
+                        log.warning("stream flush of %s failed, will retry: %s", dataset, exc)
+
+    async def flush(self, dataset: str | None = None) -> None:
+        """Write what is buffered (of ``dataset``, or of every dataset) now."""
+        async with self._lock:
+            for name in [dataset] if dataset else list(self._rows):
+                rows, received = self._rows.pop(name, []), self._received.pop(name, [])
+                if not rows:
+                    continue
+                try:
+                    report = await asyncio.to_thread(self.sink.write, name, pd.DataFrame(rows))
+                except Exception:
+                    # kept, in order, before anything received since: the next flush retries
+                    self._rows[name][:0] = rows
+                    self._received[name][:0] = received
+                    raise
+                done = time.monotonic()
+                self.stats.committed([done - t for t in received], report.written, report.rejected)
+            self.stats.buffer_depth = self.depth
+
+    async def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+            self._ticker = None
+        await self.flush()
