@@ -31,6 +31,7 @@ def run(
     from crypto_pipelines.defs.universe_check import load_checked_universe
     from crypto_pipelines.exchanges.routing import replay_url_from_env
     from crypto_pipelines.storage.store import MarketStore
+    from crypto_pipelines.stream.cache import redis_url_from_env
     from crypto_pipelines.stream.service import StreamService, StreamSettings
 
     universe = load_checked_universe()
@@ -56,7 +57,13 @@ def run(
         if seconds > 0:
             loop.call_later(seconds, stop.set)
         with MarketStore.open(source=universe.source) as store:
-            service = StreamService(chosen, store, settings=settings, replay_url=replay_url)
+            service = StreamService(
+                chosen,
+                store,
+                settings=settings,
+                replay_url=replay_url,
+                redis_url=redis_url_from_env(),
+            )
             stats = await service.run(stop)
         return stats.as_json()
 

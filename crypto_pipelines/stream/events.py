@@ -13,7 +13,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Kind = Literal["trades", "candles"]
+Kind = Literal["trades", "candles", "forming"]
+"""``candles`` are closed (stored); ``forming`` is the current candle as it changes (for caches
+and user handlers; never stored, as on the REST path)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,8 +32,9 @@ class StreamBatch:
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def dataset(self) -> str:
-        return "ohlcv" if self.kind == "candles" else "trades"
+    def dataset(self) -> str | None:
+        """The table the rows belong in; None for rows that are not stored (forming)."""
+        return {"candles": "ohlcv", "trades": "trades"}.get(self.kind)
 
 
 def _number(value: Any) -> float:

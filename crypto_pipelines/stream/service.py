@@ -35,6 +35,7 @@ from crypto_pipelines.exchanges.loader import exchange_time_ms
 from crypto_pipelines.exchanges.venues import get_venue
 from crypto_pipelines.ingest import load_series
 from crypto_pipelines.storage.store import MarketStore
+from crypto_pipelines.stream.cache import RedisCache
 from crypto_pipelines.stream.events import StreamBatch, candle_rows, trade_rows
 from crypto_pipelines.stream.stats import StreamStats
 from crypto_pipelines.stream.writer import Handler, StoreWriter
@@ -188,6 +189,16 @@ class ExchangeStream:
             for candle in candles:
                 forming[int(candle[0])] = list(candle)
             newest = max(forming)
+            await self.emit(
+                StreamBatch(
+                    "forming",
+                    self.exchange,
+                    symbol,
+                    candle_rows(self.exchange, symbol, timeframe, [forming[newest]]),
+                    received,
+                    timeframe,
+                )
+            )
             closed = [forming.pop(ts) for ts in sorted(forming) if ts < newest]
             closed = [c for c in closed if int(c[0]) > emitted]
             if closed:
@@ -259,6 +270,7 @@ class StreamService:
         settings: StreamSettings | None = None,
         replay_url: str | None = None,
         handlers: Sequence[Handler] = (),
+        redis_url: str | None = None,
     ) -> None:
         self.settings = settings or StreamSettings()
         self.stats = StreamStats()
@@ -266,6 +278,8 @@ class StreamService:
             store, self.stats, flush_ms=self.settings.flush_ms, flush_rows=self.settings.flush_rows
         )
         self.handlers: list[Handler] = [self.writer, *handlers]
+        if redis_url:
+            self.handlers.append(RedisCache(redis_url))
         self.streams = [
             ExchangeStream(
                 exchange, list(names), store, self._emit, self.stats, self.settings, replay_url

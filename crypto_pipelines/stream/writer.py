@@ -61,15 +61,16 @@ class StoreWriter:
         return sum(len(rows) for rows in self._rows.values())
 
     async def handle(self, batch: StreamBatch) -> None:
-        if not batch.rows:
+        if not batch.rows or batch.dataset is None:
             return
         if self._ticker is None:
             self._ticker = asyncio.create_task(self._tick(), name="store-writer-flush")
-        self._rows[batch.dataset].extend(batch.rows)
-        self._received[batch.dataset].append(batch.received)
+        dataset = batch.dataset
+        self._rows[dataset].extend(batch.rows)
+        self._received[dataset].append(batch.received)
         self.stats.buffer_depth = self.depth
-        if len(self._rows[batch.dataset]) >= self.flush_rows:
-            await self.flush(batch.dataset)
+        if len(self._rows[dataset]) >= self.flush_rows:
+            await self.flush(dataset)
 
     async def _tick(self) -> None:
         """Flush any dataset whose oldest buffered message is ``flush_ms`` old."""
