@@ -35,6 +35,10 @@ class StreamStats:
     buffer_depth: int = 0
     errors: dict[str, str] = field(default_factory=dict)
     lags_s: deque[float] = field(default_factory=lambda: deque(maxlen=LAG_WINDOW))
+    touched: dict[tuple[str, str, str, str, int], list[int]] = field(default_factory=dict)
+    """Rows committed since the last ``drain_touched``, per (dataset, exchange, symbol,
+    timeframe, UTC day start): ``[rows, newest ts]``; what the Dagster layer reports as
+    materializations of the stream-fed partitions."""
 
     def message(self, exchange: str, channel: str, rows: int) -> None:
         key = f"{exchange}:{channel}"
@@ -47,6 +51,15 @@ class StreamStats:
         self.rows_written += written
         self.rows_rejected += rejected
         self.lags_s.extend(lags_s)
+
+    def touch(self, key: tuple[str, str, str, str, int], rows: int, newest_ts: int) -> None:
+        found = self.touched.setdefault(key, [0, newest_ts])
+        found[0] += rows
+        found[1] = max(found[1], newest_ts)
+
+    def drain_touched(self) -> dict[tuple[str, str, str, str, int], list[int]]:
+        touched, self.touched = self.touched, {}
+        return touched
 
     def lag_ms(self, quantile: float) -> float | None:
         if not self.lags_s:

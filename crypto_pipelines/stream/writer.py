@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import pandas as pd
 
+from crypto_pipelines.domain.timeframes import DAY_MS
 from crypto_pipelines.ingest import Sink
 from crypto_pipelines.storage.store import MarketStore
 from crypto_pipelines.stream.events import StreamBatch
@@ -92,8 +93,9 @@ class StoreWriter:
                 rows, received = self._rows.pop(name, []), self._received.pop(name, [])
                 if not rows:
                     continue
+                frame = pd.DataFrame(rows)
                 try:
-                    report = await asyncio.to_thread(self.sink.write, name, pd.DataFrame(rows))
+                    report = await asyncio.to_thread(self.sink.write, name, frame)
                 except Exception:
                     # kept, in order, before anything received since: the next flush retries
                     self._rows[name][:0] = rows
@@ -101,7 +103,20 @@ class StoreWriter:
                     raise
                 done = time.monotonic()
                 self.stats.committed([done - t for t in received], report.written, report.rejected)
+                self._touch(name, frame)
             self.stats.buffer_depth = self.depth
+
+    def _touch(self, dataset: str, frame: pd.DataFrame) -> None:
+        """Count the committed rows per series and UTC day, for partition reports."""
+        ts = pd.to_numeric(frame["ts"], errors="coerce")
+        keys = frame.assign(
+            _day=(ts // DAY_MS) * DAY_MS, _tf=frame.get("timeframe", ""), _ts=ts
+        ).dropna(subset=["_day"])
+        for (exchange, symbol, timeframe, day), part in keys.groupby(
+            ["exchange", "symbol", "_tf", "_day"], sort=False
+        ):
+            key = (dataset, str(exchange), str(symbol), str(timeframe), int(float(str(day))))
+            self.stats.touch(key, len(part), int(part["_ts"].max()))
 
     async def close(self) -> None:
         if self._ticker is not None:

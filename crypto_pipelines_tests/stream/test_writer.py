@@ -43,6 +43,8 @@ async def test_flushes_by_size_and_by_age_and_dedupes(db_url: str) -> None:
         await writer.close()  # what is buffered is written at close
         assert store.count("trades") == 118
     assert stats.rows_written == 118 and stats.lag_ms(0.99) is not None
+    assert stats.drain_touched() == {("trades", "okx", "BTC/USDT", "", T0): [128, T0 + 117]}
+    assert stats.touched == {}
     assert len(stats.lags_s) == 4 and stats.flushes == 3
 
 
