@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from crypto_pipelines.domain.datasets import SeriesKey
+from crypto_pipelines.domain.timeframes import DAY_MS
 from crypto_pipelines.exchanges.client import make_client, make_stream_client
 from crypto_pipelines.exchanges.loader import exchange_time_ms
 from crypto_pipelines.exchanges.venues import get_venue
@@ -248,6 +249,10 @@ class ExchangeStream:
                 continue
             total += report.rows_written
             self.stats.catch_up_rows[self.exchange] += report.rows_written
+            if report.rows_written and report.last_ts is not None:
+                day = report.last_ts - report.last_ts % DAY_MS
+                key = ("trades", self.exchange, symbol, "", day)
+                self.stats.touch(key, report.rows_written, report.last_ts)
         return total
 
     async def poll_rest(self, stop: asyncio.Event, duration_s: float) -> None:

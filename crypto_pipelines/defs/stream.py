@@ -1,0 +1,213 @@
+"""The stream in Dagster: job ``market_stream`` (one long-running op) and its supervisor.
+
+The op hosts ``crypto_pipelines.stream.StreamService`` in a thread of its own (its asyncio
+loop) while the op's thread watches it: every ``report_every_s`` seconds, when a UTC day
+closes, and when the run ends it logs the statistics and records materializations of the
+stream-fed partitions (``<exchange>/trades`` and ``<exchange>/ohlcv_<tf>``, ``date|symbol``)
+with rows and lag: a few events a minute, never one per message (each Dagster event costs
+~10 ms on SQLite). When the run is terminated Dagster raises
+``DagsterExecutionInterruptedError`` (a BaseException) in the op's thread: the service is
+told to stop, flushes every buffer and closes every connection before the op gives up.
+
+``market_stream_supervisor`` starts the job whenever no run of it is queued or started, also
+after a crash, so the stream runs as long as the sensor is on. It is off by default: a stream
+holds connections to the exchanges around the clock, which an operator turns on knowingly.
+The incremental REST sensors stay as the safety net; upserts make the overlap harmless.
+"""
+
+import asyncio
+import json
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+
+from crypto_pipelines.defs.resources import ExchangesResource, MarketStoreResource
+from crypto_pipelines.domain.datasets import get_market_dataset
+from crypto_pipelines.domain.incremental import partition_date_key, partition_start
+from crypto_pipelines.domain.universe import Universe
+from crypto_pipelines.stream.cache import redis_url_from_env
+from crypto_pipelines.stream.service import StreamService, StreamSettings
+
+STREAM_JOB = "market_stream"
+SUPERVISOR = "market_stream_supervisor"
+ACTIVE = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
+
+
+class StreamConfig(dg.Config):
+    exchanges: list[str] = Field(default_factory=list, description="default: every exchange")
+    timeframes: list[str] = Field(default_factory=lambda: ["1m"], description="candles streamed")
+    report_every_s: float = Field(default=60.0, description="statistics and materializations")
+    stop_after_s: float = Field(default=0.0, description="0: until the run is terminated")
+    flush_ms: int = 250
+    watchdog_s: float = 30.0
+
+
+class _Runner:
+    """The service's event loop in a thread; the op's thread can stop it and ask it things."""
+
+    def __init__(self, service: StreamService) -> None:
+        self.service = service
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.stop: asyncio.Event | None = None
+        self.error: BaseException | None = None
+        self.started = threading.Event()
+        self.thread = threading.Thread(target=self._main, name="market-stream", daemon=True)
+
+    def _main(self) -> None:
+        async def main() -> None:
+            self.loop, self.stop = asyncio.get_running_loop(), asyncio.Event()
+            self.started.set()
+            await self.service.run(self.stop)
+
+        try:
+            asyncio.run(main())
+        except BaseException as exc:  # reported by the op's thread
+            self.error = exc
+        finally:
+            self.started.set()
+
+    def start(self) -> None:
+        self.thread.start()
+        self.started.wait(timeout=30)
+
+    def request_stop(self) -> None:
+        if self.loop is not None and self.stop is not None and not self.loop.is_closed():
+            try:
+                self.loop.call_soon_threadsafe(self.stop.set)
+            except RuntimeError:  # the loop closed meanwhile
+                pass
+
+    def drain(self) -> dict[tuple[str, str, str, str, int], list[int]]:
+        """What was committed since the last call, taken on the loop's own thread."""
+        if self.loop is None or self.loop.is_closed() or not self.thread.is_alive():
+            return self.service.stats.drain_touched()
+
+        async def take() -> dict[tuple[str, str, str, str, int], list[int]]:
+            return self.service.stats.drain_touched()
+
+        return asyncio.run_coroutine_threadsafe(take(), self.loop).result(timeout=10)
+
+
+def _report(
+    context: dg.OpExecutionContext, runner: _Runner, universe: Universe, final: bool = False
+) -> None:
+    """Statistics to the run's log, and one materialization per stream-fed partition that
+    received rows since the last report."""
+    stats = runner.service.stats.as_json()
+    context.log.info(("final " if final else "") + "stream statistics: " + json.dumps(stats))
+    now = time.time()
+    for (dataset, exchange, symbol, timeframe, day), (rows, newest) in sorted(
+        runner.drain().items()
+    ):
+        config = universe.exchanges.get(exchange)
+        spec = get_market_dataset(dataset)
+        if config is None or not any(
+            s is spec and tf == (timeframe or None) for s, tf in config.series_datasets()
+        ):
+            continue  # streamed, but no asset in this universe (e.g. a timeframe not loaded)
+        start = partition_start(day, spec.is_monthly(timeframe or None))
+        context.log_event(
+            dg.AssetMaterialization(
+                asset_key=[exchange, spec.asset_name(timeframe or None)],
+                partition=f"{partition_date_key(start)}|{symbol}",
+                metadata={
+                    "source": "stream",
+                    "rows_received": rows,
+                    "newest": dg.MetadataValue.timestamp(newest / 1000),
+                    "lag_s": round(max(now - newest / 1000, 0.0), 3),
+                    "lag_ms_p99": stats["lag_ms_p99"],
+                },
+            )
+        )
+
+
+def stream_job(universe: Universe) -> dg.JobDefinition:
+    """``market_stream``: the universe's symbols streamed until the run is terminated."""
+
+    @dg.op(
+        name="run_market_stream",
+        description="Hosts the WebSocket stream (trades and candles of the universe's symbols) "
+        "until the run is terminated; reports statistics and stream-fed partitions periodically.",
+    )
+    def run_market_stream(
+        context: dg.OpExecutionContext,
+        config: StreamConfig,
+        exchanges: ExchangesResource,
+        market_store: MarketStoreResource,
+    ) -> None:
+        chosen = {
+            name: list(cfg.symbols)
+            for name, cfg in universe.exchanges.items()
+            if (not config.exchanges or name in config.exchanges) and cfg.symbols
+        }
+        settings = StreamSettings(
+            timeframes=tuple(config.timeframes),
+            flush_ms=config.flush_ms,
+            watchdog_s=config.watchdog_s,
+        )
+        service = StreamService(
+            chosen,
+            market_store.store(),
+            settings=settings,
+            replay_url=exchanges.effective_replay_url() if exchanges.source == "replay" else None,
+            redis_url=redis_url_from_env(),
+        )
+        runner = _Runner(service)
+        runner.start()
+        context.log.info(f"streaming {sum(map(len, chosen.values()))} symbols of {sorted(chosen)}")
+        started = last = time.monotonic()
+        day = datetime.now(UTC).date()
+        try:
+            while runner.thread.is_alive():
+                runner.thread.join(timeout=0.5)
+                now = time.monotonic()
+                if config.stop_after_s and now - started >= config.stop_after_s:
+                    runner.request_stop()
+                today = datetime.now(UTC).date()
+                if now - last >= config.report_every_s or today != day:
+                    _report(context, runner, universe)
+                    last, day = now, today
+        finally:  # also on DagsterExecutionInterruptedError: flush and close before leaving
+            runner.request_stop()
+            runner.thread.join(timeout=120)
+            _report(context, runner, universe, final=True)
+        if runner.error is not None:
+            raise dg.Failure(f"the stream stopped with an error: {runner.error!r}")
+
+    @dg.job(name=STREAM_JOB, executor_def=dg.in_process_executor, tags={"kind": "stream"})
+    def market_stream() -> None:
+        run_market_stream()
+
+    return market_stream
+
+
+def stream_supervisor() -> dg.SensorDefinition:
+    """Starts ``market_stream`` whenever no run of it is queued or running."""
+
+    @dg.sensor(
+        name=SUPERVISOR,
+        job_name=STREAM_JOB,
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.STOPPED,
+        description="Keeps one market_stream run alive: starts one whenever none is queued or "
+        "running (also after a crash).",
+    )
+    def _supervisor(context: dg.SensorEvaluationContext) -> Any:
+        active = context.instance.get_runs(
+            filters=dg.RunsFilter(job_name=STREAM_JOB, statuses=ACTIVE), limit=1
+        )
+        if active:
+            return dg.SkipReason(f"{STREAM_JOB} is running: run {active[0].run_id}")
+        return dg.RunRequest(tags={"crypto_pipelines/supervisor": SUPERVISOR})
+
+    return _supervisor
