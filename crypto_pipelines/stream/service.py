@@ -99,6 +99,9 @@ class ExchangeStream:
         self.replay_url = replay_url
         self.failures = 0
         self._rest: Any = None
+        self.caught_up: dict[str, int] = {}
+        """Per symbol, the exchange time the last REST catch-up reached."""
+        self._bridge: asyncio.Task[int] | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
@@ -155,6 +158,10 @@ class ExchangeStream:
                     raise task.exception()  # type: ignore[misc]
         finally:
             await client.close()
+            if self._bridge is not None:  # a catch-up in flight finishes its transaction
+                with contextlib.suppress(Exception):
+                    await self._bridge
+                self._bridge = None
 
     async def _next(self, watch: Awaitable[Any]) -> Any:
         try:
@@ -164,6 +171,7 @@ class ExchangeStream:
 
     async def _trades(self, client: Any, symbols: list[str]) -> None:
         many = len(symbols) > 1
+        bridged = False
         while True:
             if many:
                 trades = await self._next(client.watch_trades_for_symbols(symbols))
@@ -171,6 +179,11 @@ class ExchangeStream:
                 trades = await self._next(client.watch_trades(symbols[0]))
             received = time.monotonic()
             self.failures = 0
+            if not bridged and self.settings.catch_up:
+                # The stream delivers from its subscription on; trades between the catch-up
+                # before connecting and this first message are fetched once more over REST.
+                bridged = True
+                self._bridge = asyncio.create_task(self.catch_up(symbols, bridge=True))
             by_symbol: dict[str, list[dict[str, Any]]] = {}
             for trade in trades:
                 by_symbol.setdefault(str(trade.get("symbol") or symbols[0]), []).append(trade)
@@ -216,15 +229,16 @@ class ExchangeStream:
             self._rest = make_client(self.exchange, replay_url=self.replay_url, rate_budget=True)
         return self._rest
 
-    async def catch_up(self) -> int:
-        """Trades since the newest stored trade of each symbol, over REST (in a worker thread:
-        the loader is synchronous). A venue whose REST cannot serve that far back keeps what
-        it can; the error is recorded, never raised."""
+    async def catch_up(self, symbols: Sequence[str] | None = None, *, bridge: bool = False) -> int:
+        """Trades since the newest stored trade of each symbol (``bridge``: since the last
+        catch-up reached, a second before it), over REST in a worker thread (the loader is
+        synchronous). A venue whose REST cannot serve that far back keeps what it can; the
+        error is recorded, never raised."""
         if not self.settings.trades:
             return 0
-        return await asyncio.to_thread(self._catch_up_sync)
+        return await asyncio.to_thread(self._catch_up_sync, list(symbols or self.symbols), bridge)
 
-    def _catch_up_sync(self) -> int:
+    def _catch_up_sync(self, symbols: list[str], bridge: bool) -> int:
         client = self._rest_client()
         venue = get_venue(self.exchange)
         total = 0
@@ -233,8 +247,10 @@ class ExchangeStream:
         except Exception as exc:
             self.stats.errors[f"{self.exchange}:rest"] = f"{type(exc).__name__}: {exc}"[:500]
             return 0
-        for symbol in self.symbols:
+        for symbol in symbols:
             newest = self.store.latest_ts("trades", exchange=self.exchange, symbol=symbol)
+            if bridge and symbol in self.caught_up:
+                newest = self.caught_up[symbol] - 1_000
             start = newest if newest is not None else now - self.settings.catch_up_lookback_ms
             series = SeriesKey(self.exchange, symbol, "trades")
             try:
@@ -247,6 +263,7 @@ class ExchangeStream:
                 )
                 log.warning("%s %s: REST catch-up failed: %s", self.exchange, symbol, exc)
                 continue
+            self.caught_up[symbol] = now
             total += report.rows_written
             self.stats.catch_up_rows[self.exchange] += report.rows_written
             if report.rows_written and report.last_ts is not None:

@@ -73,7 +73,8 @@ def test_the_job_streams_stores_and_reports_partitions(
     reported = [e.materialization for e in events]
     assert {m.asset_key for m in reported} == {dg.AssetKey(["okx", "trades"])}
     assert {m.partition for m in reported} == {"2024-01-01|BTC/USDT"}
-    assert sum(int(m.metadata["rows_received"].value) for m in reported) == len(ids)  # type: ignore[arg-type]
+    # every stored trade was reported (a trade both streamed and caught up counts twice)
+    assert sum(int(m.metadata["rows_received"].value) for m in reported) >= len(ids)  # type: ignore[arg-type]
     assert all(m.metadata["source"].value == "stream" for m in reported)
     assert len(reported) <= 5  # a few events per run, never one per message
 
