@@ -14,8 +14,8 @@ def sync(
         False, "--keep-removed", help="Do not drop symbols missing from the universe."
     ),
 ) -> None:
-    """Make each <exchange>_symbols partition set equal to the universe (idempotent). Uses the
-    Dagster instance of $DAGSTER_HOME."""
+    """Make each <exchange>_symbols (and <exchange>_perps: perpetual swaps only) partition set
+    equal to the universe (idempotent). Uses the Dagster instance of $DAGSTER_HOME."""
     import dagster as dg
 
     from crypto_pipelines.defs.universe_check import load_checked_universe
@@ -30,6 +30,6 @@ def sync(
     with dg.DagsterInstance.get() as instance:
         for result in sync_symbol_partitions(instance, loaded, remove=not keep_removed):
             typer.echo(
-                f"{result.exchange}_symbols: {len(result.added)} added {list(result.added)}, "
+                f"{result.partitions}: {len(result.added)} added {list(result.added)}, "
                 f"{len(result.removed)} removed {list(result.removed)}"
             )

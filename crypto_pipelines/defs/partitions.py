@@ -2,8 +2,11 @@
 
 Daily dates for data that is dense (timeframes under 1h, trades); monthly for 1h and longer
 candles and for funding rates, so a partition always holds a useful amount of data. Symbols
-are dynamic partitions named ``<exchange>_symbols`` whose keys are ccxt unified symbols, kept
-equal to the universe by ``crypto-pipelines partitions sync`` and by a sensor.
+are dynamic partitions whose keys are ccxt unified symbols, one set per exchange and kind of
+market a dataset exists for (``MarketDataset.market_types``): ``<exchange>_symbols`` (spot
+pairs and perpetual swaps: candles, trades) and ``<exchange>_perps`` (perpetual swaps only:
+funding rates, open interest), kept equal to the universe by ``crypto-pipelines partitions
+sync`` and by a sensor.
 """
 
 from __future__ import annotations
@@ -15,18 +18,70 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from crypto_pipelines.domain.datasets import get_market_dataset
+from crypto_pipelines.domain.datasets import MarketDataset, MarketType, market_type
+from crypto_pipelines.domain.universe import ExchangeUniverse
 
 DATE = "date"
 SYMBOL = "symbol"
 
+ALL_MARKETS: frozenset[MarketType] = frozenset({"spot", "swap"})
+_SET_SUFFIX: dict[frozenset[MarketType], str] = {
+    ALL_MARKETS: "symbols",
+    frozenset({"swap"}): "perps",
+    frozenset({"spot"}): "spot",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolSet:
+    """One exchange's dynamic partition set of symbols for datasets that exist for the same
+    kinds of market: ``<exchange>_symbols`` (every market), ``<exchange>_perps`` (perpetual
+    swaps only). A dataset partitioned over markets it does not exist for (funding of a spot
+    pair) would show partitions that can never hold data, "missing" forever."""
+
+    exchange: str
+    market_types: frozenset[MarketType]
+
+    @property
+    def name(self) -> str:
+        return f"{self.exchange}_{_SET_SUFFIX[self.market_types]}"
+
+    def holds(self, symbol: str) -> bool:
+        """Whether ``symbol`` belongs in this set (its kind of market is one of the set's)."""
+        return market_type(symbol) in self.market_types
+
+    def members(self, symbols: Iterable[str]) -> tuple[str, ...]:
+        """The symbols of ``symbols`` this set holds, in their order, once each."""
+        return tuple(dict.fromkeys(s for s in symbols if self.holds(s)))
+
+    def partitions_def(self) -> dg.DynamicPartitionsDefinition:
+        return dg.DynamicPartitionsDefinition(name=self.name)
+
+
+def symbol_set(exchange: str, spec: MarketDataset) -> SymbolSet:
+    """The symbol partitions of ``spec`` on ``exchange``, from the markets it exists for."""
+    return SymbolSet(exchange, spec.market_types)
+
+
+def symbol_sets(exchange: str, config: ExchangeUniverse) -> list[SymbolSet]:
+    """Every symbol partition set the exchange's assets use: ``<exchange>_symbols`` always
+    (its candles; the cross-exchange check reads it), then the others its datasets need."""
+    sets = [SymbolSet(exchange, ALL_MARKETS)]
+    for spec, _timeframe in config.series_datasets():
+        one = symbol_set(exchange, spec)
+        if one not in sets:
+            sets.append(one)
+    return sets
+
 
 def symbols_partitions_name(exchange: str) -> str:
-    return f"{exchange}_symbols"
+    """``<exchange>_symbols``: every market of the exchange (candles, trades)."""
+    return SymbolSet(exchange, ALL_MARKETS).name
 
 
-def symbols_partitions(exchange: str) -> dg.DynamicPartitionsDefinition:
-    return dg.DynamicPartitionsDefinition(name=symbols_partitions_name(exchange))
+def perps_partitions_name(exchange: str) -> str:
+    """``<exchange>_perps``: the exchange's perpetual swaps (funding rates, open interest)."""
+    return SymbolSet(exchange, frozenset({"swap"})).name
 
 
 def date_partitions(start: str, *, monthly: bool) -> dg.TimeWindowPartitionsDefinition:
@@ -43,15 +98,16 @@ def date_partitions(start: str, *, monthly: bool) -> dg.TimeWindowPartitionsDefi
     return dg.DailyPartitionsDefinition(start_date=start, timezone="UTC", end_offset=1)
 
 
-def is_monthly(dataset: str, timeframe: str | None = None) -> bool:
-    """Monthly for 1h+ candles and funding rates; daily for finer candles, trades and open
-    interest (``MarketDataset.monthly_from_ms``)."""
-    return get_market_dataset(dataset).is_monthly(timeframe)
-
-
-def market_partitions(exchange: str, start: str, *, monthly: bool) -> dg.MultiPartitionsDefinition:
+def market_partitions(
+    exchange: str, start: str, spec: MarketDataset, timeframe: str | None = None
+) -> dg.MultiPartitionsDefinition:
+    """``date x symbol`` of ``spec`` (and ``timeframe``) on ``exchange``: its date cadence and
+    the symbol set of the markets it exists for. The asset and its checks share it."""
     return dg.MultiPartitionsDefinition(
-        {DATE: date_partitions(start, monthly=monthly), SYMBOL: symbols_partitions(exchange)}
+        {
+            DATE: date_partitions(start, monthly=spec.is_monthly(timeframe)),
+            SYMBOL: symbol_set(exchange, spec).partitions_def(),
+        }
     )
 
 
@@ -63,6 +119,11 @@ class SymbolRange:
     start_ms: int
     end_ms: int  # exclusive
     partition_keys: tuple[str, ...]
+
+
+def partition_window(partition_key: str, *, monthly: bool) -> tuple[int, int]:
+    """The ``[start, end)`` ms window of a ``date|symbol`` partition key."""
+    return _window_ms(str(partition_key).split("|", 1)[0], monthly)
 
 
 def _window_ms(date_key: str, monthly: bool) -> tuple[int, int]:

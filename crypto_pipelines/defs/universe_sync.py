@@ -1,4 +1,7 @@
-"""Keeping each exchange's ``<exchange>_symbols`` dynamic partitions equal to the universe.
+"""Keeping each exchange's dynamic symbol partitions equal to the universe:
+``<exchange>_symbols`` (every market) and, where its datasets need it, ``<exchange>_perps``
+(the perpetual swaps among them: funding rates, open interest), both from the same symbols,
+each holding the kinds of market its datasets exist for (``defs.partitions.SymbolSet``).
 
 Used by ``crypto-pipelines partitions sync`` (before the daemon runs) and by the
 ``universe_partitions_sensor`` (once it does), so symbols appear in the UI without a manual
@@ -21,7 +24,7 @@ from dataclasses import dataclass
 import ccxt
 import dagster as dg
 
-from crypto_pipelines.defs.partitions import symbols_partitions_name
+from crypto_pipelines.defs.partitions import symbol_sets
 from crypto_pipelines.defs.resources import ExchangesResource, MarketStoreResource
 from crypto_pipelines.defs.sensors.incremental import exchange_clock_ms
 from crypto_pipelines.domain.listings import (
@@ -40,6 +43,8 @@ class SyncResult:
     exchange: str
     added: tuple[str, ...]
     removed: tuple[str, ...]
+    partitions: str
+    """The dynamic partitions set changed (``<exchange>_symbols``, ``<exchange>_perps``)."""
 
 
 def plan_symbol_partitions(
@@ -56,12 +61,14 @@ def plan_symbol_partitions(
     selected = selected or {}
     results = []
     for exchange, config in universe.exchanges.items():
-        existing = set(instance.get_dynamic_partitions(symbols_partitions_name(exchange)))
-        wanted = tuple(dict.fromkeys([*config.symbols, *selected.get(exchange, ())]))
-        added = tuple(s for s in wanted if s not in existing)
+        symbols = [*config.symbols, *selected.get(exchange, ())]
         known = config.filters is None or exchange in selected
-        removed = tuple(sorted(existing - set(wanted))) if remove and known else ()
-        results.append(SyncResult(exchange, added, removed))
+        for partitions in symbol_sets(exchange, config):
+            existing = set(instance.get_dynamic_partitions(partitions.name))
+            wanted = partitions.members(symbols)
+            added = tuple(s for s in wanted if s not in existing)
+            removed = tuple(sorted(existing - set(wanted))) if remove and known else ()
+            results.append(SyncResult(exchange, added, removed, partitions.name))
     return results
 
 
@@ -71,7 +78,7 @@ def sync_symbol_partitions(
     """Apply the plan directly (the CLI's path, usable without a daemon)."""
     results = plan_symbol_partitions(instance, universe, remove=remove)
     for result in results:
-        name = symbols_partitions_name(result.exchange)
+        name = result.partitions
         if result.added:
             instance.add_dynamic_partitions(name, list(result.added))
         for symbol in result.removed:
@@ -115,8 +122,9 @@ def universe_partitions_sensor(universe: Universe) -> dg.SensorDefinition:
         name="universe_partitions_sensor",
         minimum_interval_seconds=60,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Keeps <exchange>_symbols dynamic partitions equal to the universe file, "
-        "plus the stored markets its filters select.",
+        description="Keeps the <exchange>_symbols (and <exchange>_perps: perpetual swaps "
+        "only) dynamic partitions equal to the universe file, plus the stored markets its "
+        "filters select.",
     )
     def _sensor(
         context: dg.SensorEvaluationContext,
@@ -124,26 +132,35 @@ def universe_partitions_sensor(universe: Universe) -> dg.SensorDefinition:
         market_store: MarketStoreResource,
     ) -> dg.SensorResult | dg.SkipReason:
         selected: dict[str, tuple[str, ...]] = {}
+        unreachable: list[str] = []
         for exchange, config in universe.exchanges.items():
             if config.filters is None:
                 continue
             try:
                 now = exchange_clock_ms(exchanges, exchange)
             except (ccxt.BaseError, FetchError) as exc:
-                context.log.warning(f"{exchange} clock unavailable, filters not applied: {exc}")
+                note = f"{exchange} clock unavailable, filters not applied: {exc}"
+                context.log.warning(note)
+                unreachable.append(note)
                 continue
             selected[exchange] = filter_selection(
                 context.instance, exchange, config, market_store.store(), now
             )
         requests: list[dg.AddDynamicPartitionsRequest | dg.DeleteDynamicPartitionsRequest] = []
         for result in plan_symbol_partitions(context.instance, universe, selected=selected):
-            name = symbols_partitions_name(result.exchange)
             if result.added:
-                requests.append(dg.AddDynamicPartitionsRequest(name, list(result.added)))
+                requests.append(
+                    dg.AddDynamicPartitionsRequest(result.partitions, list(result.added))
+                )
             if result.removed:
-                requests.append(dg.DeleteDynamicPartitionsRequest(name, list(result.removed)))
+                requests.append(
+                    dg.DeleteDynamicPartitionsRequest(result.partitions, list(result.removed))
+                )
         if not requests:
-            return dg.SkipReason("symbol partitions already match the universe")
+            # Say why nothing changed: an unreachable exchange's filters were not applied.
+            return dg.SkipReason(
+                "; ".join(unreachable) or "symbol partitions already match the universe"
+            )
         return dg.SensorResult(dynamic_partitions_requests=requests)
 
     return _sensor

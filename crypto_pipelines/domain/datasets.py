@@ -35,6 +35,12 @@ OPEN_INTEREST_PERIOD: Final = "5m"
 all offer for its history."""
 
 
+def market_type(symbol: str) -> MarketType:
+    """The kind of market a ccxt unified symbol names: ``swap`` when it has a settle currency
+    (``BTC/USDT:USDT``), else ``spot``."""
+    return "swap" if parse_symbol(symbol).settle is not None else "spot"
+
+
 @dataclass(frozen=True, slots=True)
 class MarketDataset:
     """One market dataset.
@@ -108,8 +114,7 @@ class MarketDataset:
 
     def has_market(self, symbol: str) -> bool:
         """Whether this dataset exists for the market ``symbol`` names (spot or swap)."""
-        kind: MarketType = "swap" if parse_symbol(symbol).settle is not None else "spot"
-        return kind in self.market_types
+        return market_type(symbol) in self.market_types
 
     def asset_name(self, timeframe: str | None = None) -> str:
         if self.per_timeframe:

@@ -3,6 +3,9 @@
 URL rule: the ccxt URL ``https://HOST/PATH`` of exchange E is served at ``/E/HOST/PATH``.
 Control endpoints live under ``/_replay/`` (stats, faults, health). Every exchange request
 goes through the same pipeline: latency, injected faults, rate limits, then the venue.
+WebSockets follow the same rule (``ws://ADDR/E/HOST/PATH``, PATH possibly empty) and are
+handed to the venue's protocol in ``ws/``; a URL no venue streams on is refused at the
+handshake (403).
 Written against bare ASGI because the hot path (500+ kline requests/s on one core) cannot
 afford a framework's routing and response objects.
 """
@@ -25,6 +28,7 @@ from crypto_pipelines.replay.stats import Stats
 from crypto_pipelines.replay.tape import Tape, TapeError
 from crypto_pipelines.replay.venues import venue_classes, venue_for
 from crypto_pipelines.replay.venues.base import ErrorKind, Request, Response, Venue
+from crypto_pipelines.replay.ws import WsSession, socket_classes
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +73,10 @@ class ReplayApp:
         if scope["type"] == "lifespan":
             await _lifespan(receive, send)
             return
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+            return
         if scope["type"] != "http":
-            if scope["type"] == "websocket":
-                await send({"type": "websocket.close", "code": 1003})
             return
         path: str = scope["path"]
         if path.startswith("/_replay/"):
@@ -133,6 +138,21 @@ class ReplayApp:
         response.headers.update(extra)
         self.stats.add(exchange_id, endpoint, "ok" if response.status < 400 else "errors")
         return response
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        parts = scope["path"].split("/", 3)  # ['', E, HOST, PATH?]
+        exchange_id = venue_for(parts[1]) if len(parts) >= 3 else None
+        venue = self.venues.get(exchange_id or "")
+        cls = socket_classes().get(exchange_id or "")
+        route = None
+        if venue is not None and cls is not None and parts[2]:
+            path = "/" + parts[3] if len(parts) == 4 else "/"
+            route = cls.accepts(parts[2], path, scope["query_string"].decode("latin-1"))
+        if venue is None or cls is None or route is None or exchange_id is None:
+            await send({"type": "websocket.close", "code": 1003})
+            return
+        session = WsSession(self, exchange_id, receive, send)
+        await session.run(cls(session, venue, route))
 
     async def _control(self, scope: Scope, receive: Receive, path: str) -> Response:
         if path == "/_replay/health":

@@ -141,6 +141,20 @@ def serve(
     ),
     timeout_s: float = typer.Option(30.0, help="How long a timed-out request hangs."),
     latency_ms: float = typer.Option(0.0, help="Mean added latency (exponential)."),
+    ws_drop_every: float = typer.Option(
+        0.0, "--ws-drop-every", help="Close every WebSocket connection after S seconds (0: never)."
+    ),
+    ws_stall_every: float = typer.Option(
+        0.0,
+        "--ws-stall-every",
+        help="Every S seconds, a WebSocket connection goes silent but stays open (0: never).",
+    ),
+    ws_stall_for: float = typer.Option(
+        5.0, "--ws-stall-for", help="How long a WebSocket stall lasts (seconds)."
+    ),
+    ws_malformed: float = typer.Option(
+        0.0, "--ws-malformed", help="Probability that a WebSocket data message is garbled."
+    ),
     seed: int | None = typer.Option(None, help="Seed for faults (and the synthetic tape)."),
     now: str | None = typer.Option(
         None, help="Replay clock start (ISO 8601 or ms); default: real time."
@@ -190,6 +204,10 @@ def serve(
             timeout_s=timeout_s,
             latency_ms=latency_ms,
             seed=seed,
+            ws_drop_every_s=ws_drop_every,
+            ws_stall_every_s=ws_stall_every,
+            ws_stall_s=ws_stall_for,
+            ws_malformed=ws_malformed,
         )
         clock = ReplayClock(_parse_time(now), speed) if now else ReplayClock()
         application = ReplayApp(loaded, faults=faults, enforce_limits=enforce_limits, clock=clock)

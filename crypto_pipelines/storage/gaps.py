@@ -222,6 +222,33 @@ class GapStore:
                 connection.execute(sa.insert(t), inserts)
         return verdicts
 
+    def record_unrecoverable(
+        self, series: Series, start: int, end: int, *, now_ms: int, reason: str
+    ) -> None:
+        """Record a hole no refetch can fill as ``confirmed`` (never repaired), with why:
+        e.g. trades a stream missed beyond what the venue's REST history still holds.
+        ``start``/``end`` are ms, inclusive; the window is the hole itself."""
+        row = GapRecord(
+            exchange=series.exchange,
+            symbol=series.symbol,
+            dataset=series.dataset,
+            timeframe=series.timeframe,
+            start=start,
+            end=end,
+            status="confirmed",
+            window_start=start,
+            window_end=end + 1,
+            detected_at=now_ms,
+            checked_at=now_ms,
+            attempts=0,
+            last_attempt_at=None,
+            reason=reason,
+        )
+        t = self.table
+        with write_transaction(self.engine) as connection:
+            connection.execute(sa.delete(t).where(*series_where(t, series), t.c.start == start))
+            connection.execute(sa.insert(t), [asdict(row)])
+
     def mark_attempt(self, target: RepairTarget, now_ms: int) -> int:
         """Count a repair attempt on the target window's open gaps; returns rows updated."""
         t = self.table

@@ -30,11 +30,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from crypto_pipelines.domain.datasets import SeriesKey
+from crypto_pipelines.domain.symbols import parse_symbol
 from crypto_pipelines.domain.timeframes import DAY_MS
 from crypto_pipelines.exchanges.client import make_client, make_stream_client
 from crypto_pipelines.exchanges.loader import exchange_time_ms
-from crypto_pipelines.exchanges.venues import get_venue
+from crypto_pipelines.exchanges.venues import TradesPaging, VenueSpec, get_venue
 from crypto_pipelines.ingest import load_series
+from crypto_pipelines.storage.gaps import GapStore
 from crypto_pipelines.storage.store import MarketStore
 from crypto_pipelines.stream.cache import RedisCache
 from crypto_pipelines.stream.events import StreamBatch, candle_rows, trade_rows
@@ -42,6 +44,9 @@ from crypto_pipelines.stream.stats import StreamStats
 from crypto_pipelines.stream.writer import Handler, StoreWriter
 
 log = logging.getLogger(__name__)
+
+
+CLOSE_TIMEOUT_S = 2.0
 
 
 class StreamStalled(Exception):
@@ -70,6 +75,21 @@ class StreamSettings:
 def backoff_s(attempt: int, base: float, cap: float) -> float:
     """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
     return random.uniform(0, min(cap, base * 2 ** max(attempt - 1, 0)))
+
+
+def market_groups(symbols: Sequence[str]) -> list[list[str]]:
+    """Symbols grouped by market type (spot, linear and inverse swaps): venues serve them on
+    different connections, and ccxt.pro watches many symbols at once only within a type."""
+    groups: dict[str, list[str]] = {}
+    for symbol in symbols:
+        parsed = parse_symbol(symbol)
+        kind = (
+            "spot"
+            if parsed.settle is None
+            else ("linear" if parsed.settle == parsed.quote else "inverse")
+        )
+        groups.setdefault(kind, []).append(symbol)
+    return list(groups.values())
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
@@ -139,10 +159,11 @@ class ExchangeStream:
         loops: list[Awaitable[None]] = []
         try:
             if self.settings.trades:
-                if client.has.get("watchTradesForSymbols") and len(self.symbols) > 1:
-                    loops.append(self._trades(client, self.symbols))
-                else:
-                    loops += [self._trades(client, [symbol]) for symbol in self.symbols]
+                for group in market_groups(self.symbols):
+                    if client.has.get("watchTradesForSymbols") and len(group) > 1:
+                        loops.append(self._trades(client, group))
+                    else:
+                        loops += [self._trades(client, [symbol]) for symbol in group]
             for timeframe in self.settings.timeframes:
                 loops += [self._candles(client, symbol, timeframe) for symbol in self.symbols]
             tasks = [asyncio.ensure_future(loop) for loop in loops]
@@ -157,7 +178,10 @@ class ExchangeStream:
                 if task is not stopper and task.exception() is not None:
                     raise task.exception()  # type: ignore[misc]
         finally:
-            await client.close()
+            # A connection whose receive loop died (a garbled frame stops ccxt.pro's reader)
+            # can make close() wait on it forever: bounded, and its failure is not ours.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.close(), timeout=CLOSE_TIMEOUT_S)
             if self._bridge is not None:  # a catch-up in flight finishes its transaction
                 with contextlib.suppress(Exception):
                     await self._bridge
@@ -167,7 +191,7 @@ class ExchangeStream:
         try:
             return await asyncio.wait_for(watch, timeout=self.settings.watchdog_s)
         except TimeoutError:
-            raise StreamStalled(f"no message for {self.settings.watchdog_s:.0f} s") from None
+            raise StreamStalled(f"no message for {self.settings.watchdog_s:g} s") from None
 
     async def _trades(self, client: Any, symbols: list[str]) -> None:
         many = len(symbols) > 1
@@ -264,6 +288,7 @@ class ExchangeStream:
                 log.warning("%s %s: REST catch-up failed: %s", self.exchange, symbol, exc)
                 continue
             self.caught_up[symbol] = now
+            self._record_hole(series, None if bridge else newest, report.first_ts, venue)
             total += report.rows_written
             self.stats.catch_up_rows[self.exchange] += report.rows_written
             if report.rows_written and report.last_ts is not None:
@@ -271,6 +296,26 @@ class ExchangeStream:
                 key = ("trades", self.exchange, symbol, "", day)
                 self.stats.touch(key, report.rows_written, report.last_ts)
         return total
+
+    def _record_hole(
+        self, series: SeriesKey, newest: int | None, first: int | None, venue: VenueSpec
+    ) -> None:
+        """A venue whose REST keeps only its latest trades (Bybit) may no longer have what the
+        stream missed: when the oldest trade it returned is newer than the newest stored one,
+        the span between is recorded in ``gaps`` (confirmed: no refetch can fill it), never
+        silently ignored. With nothing stored before, there is nothing to bridge."""
+        if venue.trades.paging is not TradesPaging.RECENT_ONLY or newest is None or first is None:
+            return
+        if first <= newest + 1:
+            return
+        reason = (
+            f"{venue.id} REST keeps only its latest trades; the oldest it returned was at "
+            f"{first}: trades after {newest} and before it may be missing"
+        )
+        GapStore(self.store.engine).record_unrecoverable(
+            series, newest + 1, first - 1, now_ms=int(time.time() * 1000), reason=reason
+        )
+        self.stats.errors[f"{self.exchange}:{series.symbol}:hole"] = reason[:500]
 
     async def poll_rest(self, stop: asyncio.Event, duration_s: float) -> None:
         """REST polling while the WebSocket is down: a catch-up every ``poll_s``."""

@@ -6,15 +6,18 @@ previous partition once, and nothing after a delisting is requested."""
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
+from crypto_pipelines.defs.resources import ExchangesResource, MarketStoreResource
 from crypto_pipelines.defs.sensors.incremental import (
     INCREMENTAL_TAG,
     incremental_sensor,
+    partition_orders,
     plan_tick,
 )
 from crypto_pipelines.defs.universe_sync import sync_symbol_partitions
@@ -297,13 +300,15 @@ def test_a_date_partition_dagster_does_not_have_yet_waits(
     universe = _universe(tmp_path, timeframes="1m", start="2024-01-02", funding=False)
     config = universe.exchanges["binance"]
     sync_symbol_partitions(instance, universe)
+    orders = partition_orders(instance, "binance", config)
+    assert orders == {"binance_symbols": [SPOT, PERP]}  # no perpetuals-only dataset here
     now = at(2, 3, 0, 30)
     with MarketStore.open(sqlite_url) as store:
         held = plan_tick(
-            "binance", config, store, [SPOT, PERP], now, None, lambda key, _m: key < "2024-01-02"
+            "binance", config, store, orders, now, None, lambda key, _m: key < "2024-01-02"
         )
         assert held.run_requests == [] and held.deferred == 2
-        later = plan_tick("binance", config, store, [SPOT, PERP], now, held.cursor)
+        later = plan_tick("binance", config, store, orders, now, held.cursor)
     assert all_partitions(later.run_requests, universe, instance) == {
         (OHLCV_1M, f"2024-01-02|{SPOT}"),
         (OHLCV_1M, f"2024-01-02|{PERP}"),
@@ -322,8 +327,33 @@ def test_an_unreachable_exchange_skips_the_tick_and_keeps_the_cursor(
             result = ticker.sensor(context)
     finally:
         exchange.server.set_faults(FaultConfig())
-    assert isinstance(result, dg.SensorResult)
-    assert not result.run_requests and result.cursor is None
-    assert result.skip_reason is not None
-    assert "clock unavailable" in str(result.skip_reason.skip_message)
+    assert isinstance(result, dg.SkipReason)  # no runs, the cursor kept
+    assert "binance clock unavailable" in str(result.skip_message)
     assert ticker.tick()  # reachable again: the tick proceeds
+
+
+def _closed_port() -> int:
+    """A loopback port with nothing listening (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_a_closed_exchange_url_skips_with_the_reason(
+    tmp_path: Path, instance: dg.DagsterInstance, sqlite_url: str
+) -> None:
+    universe = _universe(tmp_path)
+    sync_symbol_partitions(instance, universe)
+    sensor = incremental_sensor("binance", universe.exchanges["binance"])
+    closed = {
+        "exchanges": ExchangesResource(
+            source="replay", replay_url=f"http://127.0.0.1:{_closed_port()}"
+        ),
+        "market_store": MarketStoreResource(db_url=sqlite_url, source="replay"),
+    }
+    with dg.build_sensor_context(instance=instance, resources=closed, cursor="{}") as context:
+        result = sensor(context)
+    assert isinstance(result, dg.SkipReason)
+    message = str(result.skip_message)
+    assert message.startswith("binance clock unavailable: "), message
+    assert len(message) > len("binance clock unavailable: ")  # the error itself follows

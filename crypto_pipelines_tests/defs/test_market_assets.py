@@ -3,13 +3,15 @@ PostgreSQL databases, through Dagster's own APIs."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import dagster as dg
 import pandas as pd
 import pytest
 
 from crypto_pipelines.defs.build import build_assets
+from crypto_pipelines.defs.partitions import perps_partitions_name, symbols_partitions_name
 from crypto_pipelines.defs.resources import ExchangesResource, MarketStoreResource
 from crypto_pipelines.defs.universe_sync import sync_symbol_partitions
 from crypto_pipelines.storage.store import MarketStore
@@ -74,6 +76,16 @@ def _tape_candles(
     )
 
 
+def _value(materialization: dg.AssetMaterialization, key: str) -> Any:
+    return materialization.metadata[key].value
+
+
+def _run_totals(materializations: Sequence[dg.AssetMaterialization]) -> dg.AssetMaterialization:
+    """The one materialization of a run that carries its totals (its first partition)."""
+    (found,) = [m for m in materializations if "run_partitions" in m.metadata]
+    return found
+
+
 @pytest.mark.parametrize("exchange", sorted(SYMBOLS))
 def test_ohlcv_partitions_equal_the_tape_and_rerun_changes_nothing(
     replay_world: ReplayWorld, instance: dg.DagsterInstance, db_url: str, exchange: str
@@ -101,11 +113,10 @@ def test_ohlcv_partitions_equal_the_tape_and_rerun_changes_nothing(
 
     materializations = result.asset_materializations_for_node(f"{exchange}__ohlcv_1m")
     assert len(materializations) == 3  # one per daily partition, from one run
-    meta = materializations[0].metadata
-    assert meta["source"].value == "replay"
-    assert meta["candles_present"].value == len(expected)
-    assert meta["candles_expected"].value == 3 * 1440
-    assert meta["exchange_requests"].value >= 1
+    assert all(_value(m, "source") == "replay" for m in materializations)
+    assert sum(_value(m, "candles_present") for m in materializations) == len(expected)
+    assert [_value(m, "candles_expected") for m in materializations] == [1440] * 3
+    assert _value(_run_totals(materializations), "exchange_requests") >= 1
 
     again = _materialize(
         replay_world,
@@ -196,3 +207,75 @@ def test_markets_and_catalog(
     )
     assert set(perps["exchange"]) == {"binance", "okx", "bybit"}
     assert {"BTC", "USDT", "USD"} <= codes
+
+
+def test_a_range_run_records_each_partitions_own_figures(
+    replay_world: ReplayWorld, instance: dg.DagsterInstance, db_url: str
+) -> None:
+    """3 days x 2 symbols in one run: each partition shows its own rows, candles and first
+    and last candle (as timestamps); they add up to the run's totals, which are recorded
+    once, on the run's first partition."""
+    spot, perp = SYMBOLS["binance"]
+    result = _materialize(
+        replay_world,
+        instance,
+        db_url,
+        ("binance", "ohlcv_1m"),
+        f"2024-01-01|{spot}",
+        f"2024-01-03|{perp}",
+    )
+    assert result.success
+    materializations = result.asset_materializations_for_node("binance__ohlcv_1m")
+    by_key = {str(m.partition): m for m in materializations}
+    days = [START_MS + d * DAY_MS for d in range(3)]
+    keys = {f"2024-01-0{d + 1}|{s}": (s, days[d]) for s in (spot, perp) for d in range(3)}
+    assert set(by_key) == set(keys) and len(materializations) == 6  # one event each
+
+    for key, (symbol, day) in keys.items():
+        tape = _tape_candles(replay_world, "binance", symbol, "1m", day, day + DAY_MS)
+        meta = by_key[key]
+        assert 0 < len(tape) < 1440  # the synthetic tape has holes: each day differs
+        assert _value(meta, "rows_fetched") == len(tape), key
+        assert _value(meta, "rows_written") == len(tape), key
+        assert _value(meta, "rows_present") == _value(meta, "candles_present") == len(tape)
+        assert _value(meta, "candles_expected") == 1440
+        assert _value(meta, "candles_missing") == 1440 - len(tape)
+        assert _value(meta, "first_ts") == tape["ts"].iloc[0] / 1000  # seconds
+        assert _value(meta, "last_ts") == tape["ts"].iloc[-1] / 1000
+        assert isinstance(meta.metadata["first_ts"], dg.TimestampMetadataValue)
+
+    first = _run_totals(materializations)
+    assert first.partition == f"2024-01-01|{spot}"  # the run's first partition
+    totals = {k: v.value for k, v in first.metadata.items() if k.startswith("run_")}
+    assert totals["run_partitions"] == 6
+    for figure in ("fetched", "written", "unchanged", "rejected"):
+        assert totals[f"run_rows_{figure}"] == sum(
+            _value(m, f"rows_{figure}") for m in materializations
+        )
+    assert _value(first, "exchange_requests") >= 2  # at least one per symbol
+    assert len(_value(first, "ranges")) == 2
+    for other in materializations:
+        if other is first:
+            continue
+        assert not {"exchange_requests", "ranges", "run_partitions"} & set(other.metadata)
+
+
+def test_funding_is_partitioned_over_the_perpetuals_only(
+    replay_world: ReplayWorld, instance: dg.DagsterInstance
+) -> None:
+    """``<exchange>_perps`` holds the swaps of the universe; funding rates and open interest
+    are partitioned over it, so no spot partition sits "missing" forever."""
+    assert instance.get_dynamic_partitions(symbols_partitions_name("binance")) == list(
+        SYMBOLS["binance"]
+    )
+    assert instance.get_dynamic_partitions(perps_partitions_name("binance")) == ["BTC/USDT:USDT"]
+    assert not instance.get_dynamic_partitions(perps_partitions_name("coinbaseexchange"))
+    funding = _asset(replay_world, "binance", "funding_rates").partitions_def
+    assert isinstance(funding, dg.MultiPartitionsDefinition)
+    keys = funding.get_partition_keys(dynamic_partitions_store=instance)
+    assert keys and all(str(k).endswith("|BTC/USDT:USDT") for k in keys)
+    candles = _asset(replay_world, "binance", "ohlcv_1h").partitions_def
+    assert isinstance(candles, dg.MultiPartitionsDefinition)
+    assert {
+        str(k).split("|")[1] for k in candles.get_partition_keys(dynamic_partitions_store=instance)
+    } == set(SYMBOLS["binance"])

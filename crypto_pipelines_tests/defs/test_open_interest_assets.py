@@ -86,10 +86,29 @@ def test_open_interest_asset_stores_the_tape(
         assert values == [float(r.open_interest_value) for r in tape]
     schema = [e for e in result.get_asset_check_evaluations() if e.check_name == "schema"]
     assert len(schema) == 3 and all(e.passed for e in schema)
-    meta = result.get_asset_materialization_events()[0].materialization.metadata
-    assert meta["samples_expected"].value == 3 * 288
-    assert meta["rows_rejected"].value == 0
+    metas = [e.materialization.metadata for e in result.get_asset_materialization_events()]
+    assert [m["samples_expected"].value for m in metas] == [288] * 3  # each day its own
+    assert all(m["rows_rejected"].value == 0 for m in metas)
 
     again = _run(replay_world, universe, instance, db_url, venue)
-    meta = again.get_asset_materialization_events()[0].materialization.metadata
-    assert meta["exchange_requests"].value == 0 and meta["rows_fetched"].value == 0
+    metas = [e.materialization.metadata for e in again.get_asset_materialization_events()]
+    (totals,) = [m for m in metas if "run_partitions" in m]  # once, on the first partition
+    assert totals["exchange_requests"].value == 0 and totals["run_rows_fetched"].value == 0
+    assert all(m["rows_fetched"].value == 0 for m in metas)
+
+
+def test_open_interest_partitions_are_the_perpetuals(
+    universe: Universe, instance: dg.DagsterInstance
+) -> None:
+    """Open interest exists for perpetual swaps only: its symbols are ``<exchange>_perps``,
+    so no spot partition waits for data that can never come."""
+    asset = next(
+        a for a in build_assets(universe) if a.key == dg.AssetKey(["binance", "open_interest"])
+    )
+    partitions = asset.partitions_def
+    assert isinstance(partitions, dg.MultiPartitionsDefinition)
+    symbols = {
+        str(k).split("|")[1]
+        for k in partitions.get_partition_keys(dynamic_partitions_store=instance)
+    }
+    assert symbols == {PERP}

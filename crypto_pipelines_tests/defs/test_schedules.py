@@ -10,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from crypto_pipelines.defs.partitions import symbols_partitions_name
+from crypto_pipelines.defs.partitions import perps_partitions_name, symbols_partitions_name
 from crypto_pipelines.defs.schedules import (
     CATALOG_KEYS,
     RECHECK_TAG,
@@ -96,6 +96,7 @@ def test_recheck_requests_yesterday_of_every_live_series(
 ) -> None:
     name = symbols_partitions_name("binance")
     instance.add_dynamic_partitions(name, [SPOT, DELISTED, PERP])
+    instance.add_dynamic_partitions(perps_partitions_name("binance"), [PERP])  # funding's
     instance.add_dynamic_partitions(symbols_partitions_name("okx"), [SPOT])
     with MarketStore.open(db_url) as store:
         store.upsert_instruments(
@@ -110,16 +111,25 @@ def test_recheck_requests_yesterday_of_every_live_series(
             ]
         )
     run_resources = resources(exchange.server, db_url)
-    # A schedule targets assets of one partitioning: daily and monthly ones per exchange.
+    # A schedule runs one job, a job has one partitioning: daily or monthly, over the
+    # exchange's symbols or its perpetuals (funding rates).
     assert [s.name for s in daily_schedules(universe)] == [
         "daily_markets_refresh",
         "binance_daily_recheck",
         "binance_monthly_recheck",
+        "binance_perps_monthly_recheck",
         "okx_daily_recheck",
     ]
     requests: list[dg.RunRequest] = []
-    for exchange_id, monthly in (("binance", False), ("binance", True), ("okx", False)):
-        schedule = previous_day_recheck_schedule(universe, exchange_id, monthly=monthly)
+    for exchange_id, monthly, symbols in (
+        ("binance", False, None),
+        ("binance", True, None),
+        ("binance", True, perps_partitions_name("binance")),
+        ("okx", False, None),
+    ):
+        schedule = previous_day_recheck_schedule(
+            universe, exchange_id, monthly=monthly, symbols=symbols
+        )
         assert schedule is not None
         assert schedule.cron_schedule == "30 0 * * *"
         assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
@@ -137,11 +147,15 @@ def test_recheck_requests_yesterday_of_every_live_series(
         ("binance/ohlcv_1h", f"2024-01-01|{PERP}"),
         ("binance/trades", f"2024-01-02|{SPOT}"),
         ("binance/trades", f"2024-01-02|{PERP}"),
-        ("binance/funding_rates", f"2024-01-01|{PERP}"),  # spot pairs have no funding
+        ("binance/funding_rates", f"2024-01-01|{PERP}"),  # over binance_perps: the swap only
         ("okx/ohlcv_1m", f"2024-01-02|{SPOT}"),
     }
     # Contiguous symbols share a run; the delisted pair splits the 1m and trades ranges.
     assert len(requests) == 7
+    funding = [
+        r for r in requests if r.asset_selection == [dg.AssetKey(["binance", "funding_rates"])]
+    ]
+    assert [r.partition_key for r in funding] == [f"2024-01-01|{PERP}"]
     assert all(r.tags[RECHECK_TAG] == "2024-01-02" for r in requests)
     keys = [r.run_key for r in requests]
     assert len(set(keys)) == len(keys)

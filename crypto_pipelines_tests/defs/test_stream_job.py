@@ -5,6 +5,11 @@ supervisor starts a run only while none is active."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -106,3 +111,52 @@ def test_the_supervisor_starts_a_run_only_when_none_is_active(
             after = sensor(context)
     assert isinstance(busy, dg.SkipReason) and STREAM_JOB in str(busy.skip_message)
     assert isinstance(after, dg.RunRequest)  # the run ended: start another
+
+
+def test_an_interrupted_run_flushes_and_keeps_what_it_received(
+    world: tuple[Universe, ReplayServer], tmp_path: Path
+) -> None:
+    """``dagster job execute`` of the real code location, interrupted as a terminated run is:
+    Dagster raises DagsterExecutionInterruptedError in the op, which stops the service, flushes
+    and closes; every trade it had received is stored."""
+    _universe, server = world
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    db = tmp_path / "interrupted.db"
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "CRYPTO_PIPELINES_UNIVERSE": str(tmp_path / "universe.yaml"),
+        "CRYPTO_PIPELINES_SOURCE": "replay",
+        "CRYPTO_PIPELINES_REPLAY_URL": server.url,
+        "CRYPTO_PIPELINES_DB_URL": f"sqlite:///{db}",
+    }
+    dagster = str(Path(sys.executable).parent / "dagster")
+    process = subprocess.Popen(
+        [dagster, "job", "execute", "-m", "crypto_pipelines.definitions", "-j", STREAM_JOB],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and process.poll() is None:
+            if db.exists():
+                with MarketStore.open(f"sqlite:///{db}") as store:
+                    if store.count("trades") >= 301:  # caught up and streaming
+                        break
+            time.sleep(0.3)
+        time.sleep(1.5)
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert "final stream statistics" in output, output[-3000:]
+    text = output.split("final stream statistics: ", 1)[1]
+    final, _end = json.JSONDecoder().raw_decode(text)
+    with MarketStore.open(f"sqlite:///{db}") as store:
+        ids = sorted(int(i) for i in store.read("trades")["trade_id"])
+    assert ids == list(range(100, ids[-1] + 1)) and len(ids) >= 301
+    assert final["buffer_depth"] == 0

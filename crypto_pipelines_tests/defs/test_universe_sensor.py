@@ -5,6 +5,7 @@ inactive ones never join, and a bad filter configuration is refused naming its k
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -12,7 +13,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from crypto_pipelines.defs.partitions import symbols_partitions_name
+from crypto_pipelines.defs.partitions import perps_partitions_name, symbols_partitions_name
+from crypto_pipelines.defs.resources import ExchangesResource, MarketStoreResource
 from crypto_pipelines.defs.universe_check import load_checked_universe
 from crypto_pipelines.defs.universe_sync import (
     sync_symbol_partitions,
@@ -38,6 +40,7 @@ SPOT_USDT = ("BTC/USDT", "ETH/USDT", "SOL/USDT")
 LISTED = (*SPOT_USDT, "ETH/BTC", "SOL/USDC", "BTC/USDT:USDT")
 NOW = at(1, 18)
 PARTITIONS = symbols_partitions_name("binance")
+PERPS = perps_partitions_name("binance")
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +83,8 @@ def _tick(
     universe: Universe, instance: dg.DagsterInstance, run_resources: dict[str, object]
 ) -> tuple[set[str], set[str]]:
     """One evaluation; its partition requests are applied as the daemon applies them.
-    Returns (added, removed)."""
+    Returns (added, removed) of ``binance_symbols``; ``binance_perps`` must follow it with
+    the perpetual swaps only."""
     sensor = universe_partitions_sensor(universe)
     with dg.build_sensor_context(instance=instance, resources=run_resources) as context:
         result = sensor(context)
@@ -90,14 +94,19 @@ def _tick(
     added: set[str] = set()
     removed: set[str] = set()
     for request in result.dynamic_partitions_requests or []:
-        assert request.partitions_def_name == PARTITIONS
+        name = request.partitions_def_name
+        assert name in (PARTITIONS, PERPS)
         if isinstance(request, dg.AddDynamicPartitionsRequest):
-            instance.add_dynamic_partitions(PARTITIONS, list(request.partition_keys))
-            added |= set(request.partition_keys)
+            instance.add_dynamic_partitions(name, list(request.partition_keys))
+            if name == PARTITIONS:
+                added |= set(request.partition_keys)
         else:
             for key in request.partition_keys:
-                instance.delete_dynamic_partition(PARTITIONS, key)
-            removed |= set(request.partition_keys)
+                instance.delete_dynamic_partition(name, key)
+            if name == PARTITIONS:
+                removed |= set(request.partition_keys)
+    perps = {s for s in instance.get_dynamic_partitions(PARTITIONS) if ":" in s}
+    assert set(instance.get_dynamic_partitions(PERPS)) == perps
     return added, removed
 
 
@@ -130,6 +139,7 @@ def test_top_n_by_volume_from_the_markets_asset(
         assert usd == pytest.approx(_tape_usd_volume(exchange.server.tape, symbol), rel=1e-9)
 
     assert _tick(universe, instance, run_resources) == ({"BTC/USDT:USDT", *expected[:2]}, set())
+    assert instance.get_dynamic_partitions(PERPS) == ["BTC/USDT:USDT"]  # funding's symbols
     assert _tick(universe, instance, run_resources) == (set(), set())
 
     with MarketStore.open(db_url) as store:
@@ -152,6 +162,34 @@ def test_top_n_by_volume_from_the_markets_asset(
         )
     assert _tick(universe, instance, run_resources) == ({expected[2]}, {expected[0]})
     assert set(instance.get_dynamic_partitions(PARTITIONS)) == {"BTC/USDT:USDT", *expected[1:]}
+
+
+def _closed_port() -> int:
+    """A loopback port with nothing listening (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_an_unreachable_exchange_skips_naming_it(
+    tmp_path: Path, instance: dg.DagsterInstance, db_url: str
+) -> None:
+    """With the partitions already equal to the explicit symbols, a tick whose filtered
+    exchange cannot be reached changes nothing and says why, rather than "already match"."""
+    universe = _universe(tmp_path / "u.yaml", "symbols: [BTC/USDT]\nfilters:\n  quote: [USDC]")
+    sync_symbol_partitions(instance, universe)
+    closed = {
+        "exchanges": ExchangesResource(
+            source="replay", replay_url=f"http://127.0.0.1:{_closed_port()}"
+        ),
+        "market_store": MarketStoreResource(db_url=db_url, source="replay"),
+    }
+    sensor = universe_partitions_sensor(universe)
+    with dg.build_sensor_context(instance=instance, resources=closed) as context:
+        result = sensor(context)
+    assert isinstance(result, dg.SkipReason)
+    message = str(result.skip_message)
+    assert message.startswith("binance clock unavailable, filters not applied: "), message
 
 
 def _pair(symbol: str, **kw: object) -> CryptoPair:

@@ -35,7 +35,6 @@ from crypto_pipelines.defs.checks.results import (
     run_partition_keys,
 )
 from crypto_pipelines.defs.partitions import (
-    is_monthly,
     market_partitions,
     symbol_ranges,
     symbols_partitions_name,
@@ -51,6 +50,7 @@ from crypto_pipelines.domain.cross_exchange import (
     offending,
     validate_max_bps,
 )
+from crypto_pipelines.domain.datasets import OHLCV, get_market_dataset
 from crypto_pipelines.domain.universe import ExchangeUniverse, Universe
 from crypto_pipelines.storage.store import MarketStore
 
@@ -211,8 +211,9 @@ def _sample(bad: pd.DataFrame, deviations: pd.DataFrame) -> list[dict[str, Any]]
 def _check(
     exchange: str, config: ExchangeUniverse, timeframe: str, venues: Mapping[str, ExchangeUniverse]
 ) -> dg.AssetChecksDefinition:
-    asset_key = dg.AssetKey([exchange, f"ohlcv_{timeframe}"])
-    monthly = is_monthly("ohlcv", timeframe)
+    spec = get_market_dataset(OHLCV)
+    asset_key = dg.AssetKey([exchange, spec.asset_name(timeframe)])
+    monthly = spec.is_monthly(timeframe)
     peers = sorted(set(venues) - {exchange})
 
     @dg.asset_check(  # type: ignore[arg-type]  # stub types only the returning form
@@ -222,7 +223,7 @@ def _check(
         "(USDT/USDC/USD quotes alike, spot with spot, perps with perps): WARN for candles more "
         "than the threshold away from the venues' median. Metadata: offending_candles, "
         "max_deviation_bps, offending (ts, exchanges, closes).",
-        partitions_def=market_partitions(exchange, config.start.isoformat(), monthly=monthly),
+        partitions_def=market_partitions(exchange, config.start.isoformat(), spec, timeframe),
         additional_deps=[dg.AssetKey([peer, f"ohlcv_{timeframe}"]) for peer in peers],
         blocking=False,
     )

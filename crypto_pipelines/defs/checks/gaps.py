@@ -30,9 +30,9 @@ from crypto_pipelines.defs.checks.results import (
     markdown_table,
     run_partition_keys,
 )
-from crypto_pipelines.defs.partitions import is_monthly, market_partitions, symbol_ranges
+from crypto_pipelines.defs.partitions import market_partitions, symbol_ranges
 from crypto_pipelines.defs.resources import MarketStoreResource
-from crypto_pipelines.domain.datasets import OHLCV, TRADES, get_market_dataset
+from crypto_pipelines.domain.datasets import OHLCV, TRADES, MarketDataset, get_market_dataset
 from crypto_pipelines.domain.universe import ExchangeUniverse, Universe
 from crypto_pipelines.exchanges.venues import get_venue
 from crypto_pipelines.storage.gap_checks import GapCheck, check_candle_windows, check_trade_window
@@ -97,8 +97,8 @@ def _ohlcv_check(
     return _gaps_check(
         exchange,
         config,
-        f"ohlcv_{timeframe}",
-        is_monthly("ohlcv", timeframe),
+        get_market_dataset(OHLCV),
+        timeframe,
         windows,
         "candles",
         f"Every {timeframe} candle from the series' first stored candle to the end of what the "
@@ -128,8 +128,8 @@ def _trades_check(exchange: str, config: ExchangeUniverse) -> dg.AssetChecksDefi
     return _gaps_check(
         exchange,
         config,
-        "trades",
-        is_monthly("trades"),
+        get_market_dataset(TRADES),
+        None,
         windows,
         "ids",
         f"{exchange} numbers trades sequentially: every id from the last trade before the "
@@ -141,13 +141,14 @@ def _trades_check(exchange: str, config: ExchangeUniverse) -> dg.AssetChecksDefi
 def _gaps_check(
     exchange: str,
     config: ExchangeUniverse,
-    name: str,
-    monthly: bool,
+    spec: MarketDataset,
+    timeframe: str | None,
     windows: WindowsCheck,
     unit: str,
     description: str,
 ) -> dg.AssetChecksDefinition:
-    asset_key = dg.AssetKey([exchange, name])
+    asset_key = dg.AssetKey([exchange, spec.asset_name(timeframe)])
+    monthly = spec.is_monthly(timeframe)
 
     # The decorator's annotation expects one AssetCheckResult; a generator of evaluations
     # (one per partition of a range run) plus the output is what its runtime accepts.
@@ -155,7 +156,7 @@ def _gaps_check(
         asset=asset_key,
         name=GAPS_CHECK,
         description=description,
-        partitions_def=market_partitions(exchange, config.start.isoformat(), monthly=monthly),
+        partitions_def=market_partitions(exchange, config.start.isoformat(), spec, timeframe),
         blocking=False,
     )
     def _check(

@@ -244,7 +244,7 @@ def _market_data_check(
         "nulls, value rules, unique keys, ts inside the partition), and no row of the partition "
         "quarantined in rejected_rows. Metadata: rows_checked, failures_by_rule, failing_rows, "
         "rows_rejected, rejected_rows.",
-        partitions_def=market_partitions(exchange, config.start.isoformat(), monthly=monthly),
+        partitions_def=market_partitions(exchange, config.start.isoformat(), spec, timeframe),
         blocking=True,
     )
     def _check(

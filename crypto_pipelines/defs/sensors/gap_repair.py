@@ -31,7 +31,7 @@ import dagster as dg
 
 from crypto_pipelines.defs.assets.market_data import REFETCH_TAG
 from crypto_pipelines.defs.checks.gaps import gap_checked_assets
-from crypto_pipelines.defs.partitions import symbols_partitions_name
+from crypto_pipelines.defs.partitions import symbol_set
 from crypto_pipelines.defs.resources import MarketStoreResource
 from crypto_pipelines.domain.universe import Universe
 from crypto_pipelines.storage.gaps import GapStore, RepairTarget
@@ -192,4 +192,5 @@ def _known(
     start = starts.get(series.exchange)
     if start is None or datetime.fromtimestamp(target.window_start / 1000, tz=UTC).date() < start:
         return False
-    return instance.has_dynamic_partition(symbols_partitions_name(series.exchange), series.symbol)
+    partitions = symbol_set(series.exchange, series.spec).name
+    return instance.has_dynamic_partition(partitions, series.symbol)

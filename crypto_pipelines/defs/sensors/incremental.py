@@ -15,8 +15,10 @@ the same dates share one run (``defs.run_requests``). Each tick:
 - keeps its cursor as JSON: per series (``<asset>|<symbol>``) the newest ``ts`` requested
   (``w``) and the newest partition finalized (``f``).
 
-Symbols are the ``<exchange>_symbols`` partitions (what the universe sensor keeps); nothing at
-or after a symbol's ``delisted_ms`` nor before its ``listed_ms`` is requested. A series with
+Symbols are each asset's dynamic partitions (what the universe sensor keeps):
+``<exchange>_symbols``, or ``<exchange>_perps`` for the datasets of perpetual swaps only; a
+range's symbols are contiguous in that set's order. Nothing at or after a symbol's
+``delisted_ms`` nor before its ``listed_ms`` is requested. A series with
 nothing stored catches up from the universe's ``start``, ``max_partitions_per_run`` partitions
 per tick, except trades, which start at the current day (trade history is a backfill).
 """
@@ -29,7 +31,7 @@ from dataclasses import dataclass
 import ccxt
 import dagster as dg
 
-from crypto_pipelines.defs.partitions import date_partitions, symbols_partitions_name
+from crypto_pipelines.defs.partitions import date_partitions, symbol_set, symbol_sets
 from crypto_pipelines.defs.resources import ExchangesResource, MarketStoreResource
 from crypto_pipelines.defs.run_requests import contiguous_blocks, partitions_run_request
 from crypto_pipelines.domain.datasets import get_market_dataset
@@ -75,14 +77,26 @@ class SeriesAsset:
     dataset: str
     timeframe: str | None
     monthly: bool
+    symbols: str
+    """Its dynamic symbol partitions (``<exchange>_symbols``, ``<exchange>_perps``)."""
 
 
-def series_assets(config: ExchangeUniverse) -> list[SeriesAsset]:
+def series_assets(exchange: str, config: ExchangeUniverse) -> list[SeriesAsset]:
     """The exchange's market-data assets, as ``defs.build`` creates them."""
     return [
-        SeriesAsset(spec.asset_name(tf), spec.name, tf, spec.is_monthly(tf))
+        SeriesAsset(
+            spec.asset_name(tf), spec.name, tf, spec.is_monthly(tf), symbol_set(exchange, spec).name
+        )
         for spec, tf in config.series_datasets()
     ]
+
+
+def partition_orders(
+    instance: dg.DagsterInstance, exchange: str, config: ExchangeUniverse
+) -> dict[str, Sequence[str]]:
+    """The keys of each symbol partition set of the exchange, in the set's order (a range
+    request's symbols must be contiguous in it)."""
+    return {s.name: instance.get_dynamic_partitions(s.name) for s in symbol_sets(exchange, config)}
 
 
 def build_series(
@@ -159,13 +173,13 @@ def plan_tick(
     exchange: str,
     config: ExchangeUniverse,
     store: MarketStore,
-    symbols: Sequence[str],
+    symbols: Mapping[str, Sequence[str]],
     now_ms: int,
     cursor: str | None,
     date_exists: Callable[[str, bool], bool] = lambda _key, _monthly: True,
 ) -> TickResult:
-    """One evaluation of the sensor, without Dagster's context: ``symbols`` in the dynamic
-    partition order, ``now_ms`` the exchange's clock. ``date_exists(date_key, monthly)``
+    """One evaluation of the sensor, without Dagster's context: ``symbols`` holds each symbol
+    partition set's keys in its order (``partition_orders``), ``now_ms`` the exchange's clock. ``date_exists(date_key, monthly)``
     says whether Dagster has that date partition yet (it follows the daemon's clock, which
     may lag the exchange's at midnight); a request for one it has not is left for a later
     tick, since one unknown partition would fail the whole tick."""
@@ -175,8 +189,9 @@ def plan_tick(
     )
     states = read_cursor(cursor)
     plans: list[SeriesPlan] = []
-    for asset in series_assets(config):
-        for symbol in symbols:
+    assets = series_assets(exchange, config)
+    for asset in assets:
+        for symbol in symbols.get(asset.symbols, ()):
             series = build_series(config, asset, symbol, listings.get(symbol))
             if series is None:
                 continue
@@ -209,9 +224,10 @@ def plan_tick(
     requests: list[dg.RunRequest] = []
     done: dict[str, set[str]] = defaultdict(set)  # series key -> kinds requested
     deferred = 0
+    sets = {asset.name: asset.symbols for asset in assets}
     for unit in ordered:
         by_symbol = {p.series.symbol: p for p in unit.plans}
-        blocks = contiguous_blocks(by_symbol, symbols)
+        blocks = contiguous_blocks(by_symbol, symbols.get(sets[unit.asset], ()))
         if not date_exists(partition_date_key(unit.last), unit.plans[0].series.monthly):
             deferred += len(blocks)
             continue
@@ -251,7 +267,7 @@ def _request(exchange: str, unit: _Unit, plans: list[SeriesPlan]) -> dg.RunReque
 
 def incremental_sensor(exchange: str, config: ExchangeUniverse) -> dg.SensorDefinition:
     """The ``<exchange>_incremental_sensor`` (see the module docstring)."""
-    keys = [dg.AssetKey([exchange, asset.name]) for asset in series_assets(config)]
+    keys = [dg.AssetKey([exchange, asset.name]) for asset in series_assets(exchange, config)]
     dates = {m: date_partitions(config.start.isoformat(), monthly=m) for m in (False, True)}
 
     def date_exists(date_key: str, monthly: bool) -> bool:
@@ -270,12 +286,13 @@ def incremental_sensor(exchange: str, config: ExchangeUniverse) -> dg.SensorDefi
         context: dg.SensorEvaluationContext,
         exchanges: ExchangesResource,
         market_store: MarketStoreResource,
-    ) -> dg.SensorResult:
+    ) -> dg.SensorResult | dg.SkipReason:
         try:
             now = exchange_clock_ms(exchanges, exchange)
         except (ccxt.BaseError, FetchError) as exc:
-            return dg.SensorResult(skip_reason=f"{exchange} clock unavailable: {exc}")
-        symbols = context.instance.get_dynamic_partitions(symbols_partitions_name(exchange))
+            # A skip, not an empty result: the tick's page says why, and the cursor is kept.
+            return dg.SkipReason(f"{exchange} clock unavailable: {exc}")
+        symbols = partition_orders(context.instance, exchange, config)
         tick = plan_tick(
             exchange, config, market_store.store(), symbols, now, context.cursor, date_exists
         )

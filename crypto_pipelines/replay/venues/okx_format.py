@@ -136,24 +136,28 @@ def candle_rows(candles: list[Candle], market: MarketSpec, timeframe_ms: int, no
     swaps, so the tape's base volume goes there unchanged; the other volume fields are
     derived (contracts = base / ctVal, or quote / ctVal for inverse; quote = base x close).
     ``confirm`` is "0" for the bar still forming at "now"."""
-    ct_val = Decimal(market.contract_size or "1") if market.is_swap else None
     rows: list[str] = []
     for c in reversed(candles):
         confirm = "0" if c.ts + timeframe_ms > now_ms else "1"
-        if c.volume == NAN:
-            vol = vol_ccy = quote = NAN
-        else:
-            base = Decimal(c.volume)
-            quote = plain_decimal(base * Decimal(c.close))
-            if ct_val is None:
-                vol, vol_ccy = c.volume, quote
-            else:
-                contracts = base / ct_val if market.linear else base * Decimal(c.close) / ct_val
-                vol, vol_ccy = plain_decimal(contracts), c.volume
+        vol, vol_ccy, quote = candle_volumes(market, c.volume, c.close)
         rows.append(
             f'["{c.ts}","{c.open}","{c.high}","{c.low}","{c.close}","{vol}","{vol_ccy}","{quote}","{confirm}"]'
         )
     return ('{"code":"0","msg":"","data":[' + ",".join(rows) + "]}").encode()
+
+
+def candle_volumes(market: MarketSpec, volume: str, close: str) -> tuple[str, str, str]:
+    """A candle's ``vol``, ``volCcy`` and ``volCcyQuote`` from the tape's base volume (REST
+    candles and the WebSocket candle channels alike; see ``candle_rows``)."""
+    if volume == NAN:
+        return NAN, NAN, NAN
+    base = Decimal(volume)
+    quote = plain_decimal(base * Decimal(close))
+    if not market.is_swap:
+        return volume, quote, quote
+    ct_val = Decimal(market.contract_size or "1")
+    contracts = base / ct_val if market.linear else base * Decimal(close) / ct_val
+    return plain_decimal(contracts), volume, quote
 
 
 def contracts_of(market: MarketSpec, base_volume: str, price: str) -> str:
