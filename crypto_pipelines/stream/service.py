@@ -171,9 +171,11 @@ class ExchangeStream:
             try:
                 done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
             finally:
+                log.debug("%s: stopping %d watch loop(s)", self.exchange, len(tasks))
                 for task in [*tasks, stopper]:
                     task.cancel()
-                await asyncio.gather(*tasks, stopper, return_exceptions=True)
+                await asyncio.wait([*tasks, stopper], timeout=CLOSE_TIMEOUT_S)
+                log.debug("%s: watch loops stopped", self.exchange)
             for task in done:
                 if task is not stopper and task.exception() is not None:
                     raise task.exception()  # type: ignore[misc]
@@ -182,10 +184,12 @@ class ExchangeStream:
             # can make close() wait on it forever: bounded, and its failure is not ours.
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(client.close(), timeout=CLOSE_TIMEOUT_S)
+            log.debug("%s: client closed", self.exchange)
             if self._bridge is not None:  # a catch-up in flight finishes its transaction
                 with contextlib.suppress(Exception):
                     await self._bridge
                 self._bridge = None
+            log.debug("%s: bridge done", self.exchange)
 
     async def _next(self, watch: Awaitable[Any]) -> Any:
         try:
