@@ -125,3 +125,4 @@ class StoreWriter:
                 await self._ticker
             self._ticker = None
         await self.flush()
+        self.stats.buffer_depth = self.depth
