@@ -155,6 +155,9 @@ def serve(
     ws_malformed: float = typer.Option(
         0.0, "--ws-malformed", help="Probability that a WebSocket data message is garbled."
     ),
+    ws_lost: float = typer.Option(
+        0.0, "--ws-lost", help="Probability that a WebSocket data message is silently not sent."
+    ),
     seed: int | None = typer.Option(None, help="Seed for faults (and the synthetic tape)."),
     now: str | None = typer.Option(
         None, help="Replay clock start (ISO 8601 or ms); default: real time."
@@ -208,6 +211,7 @@ def serve(
             ws_stall_every_s=ws_stall_every,
             ws_stall_s=ws_stall_for,
             ws_malformed=ws_malformed,
+            ws_lost=ws_lost,
         )
         clock = ReplayClock(_parse_time(now), speed) if now else ReplayClock()
         application = ReplayApp(loaded, faults=faults, enforce_limits=enforce_limits, clock=clock)

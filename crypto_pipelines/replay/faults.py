@@ -6,7 +6,10 @@ connection's start or from the last change of the configuration, whichever is la
 ``ws_stall_every_s`` makes a connection go silent for ``ws_stall_s`` seconds at that period
 while it stays open (what is due meanwhile is sent when it resumes, as a congested exchange
 delivers it), and ``ws_malformed`` is the probability that a data message is garbled (cut
-short, so it is no longer valid JSON). ccxt.pro (4.5.90) stops reading a connection at the
+short, so it is no longer valid JSON) and ``ws_lost`` the probability that a data message is
+silently never sent (what a venue or a proxy under load does: the client sees nothing wrong,
+only the next message, so a consumer must notice from the data, e.g. a jump in trade ids).
+ccxt.pro (4.5.90) stops reading a connection at the
 first such frame (the parse error escapes its receive loop), so for a ccxt.pro client a
 garbled frame turns into a silent stream that its keep-alive ends later.
 """
@@ -43,9 +46,10 @@ class FaultConfig:
     ws_stall_every_s: float = 0.0
     ws_stall_s: float = 5.0
     ws_malformed: float = 0.0
+    ws_lost: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("rate_limit", "server_error", "timeout", "ws_malformed"):
+        for name in ("rate_limit", "server_error", "timeout", "ws_malformed", "ws_lost"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"fault probability {name} must be within 0..1, got {value}")
@@ -61,7 +65,9 @@ class FaultConfig:
 
     @property
     def ws_active(self) -> bool:
-        return bool(self.ws_drop_every_s or self.ws_stall_every_s or self.ws_malformed)
+        return bool(
+            self.ws_drop_every_s or self.ws_stall_every_s or self.ws_malformed or self.ws_lost
+        )
 
 
 @dataclass
@@ -106,3 +112,8 @@ class FaultInjector:
         if p <= 0 or len(text) < 2 or self._rng.random() >= p:
             return None
         return text[: self._rng.randint(1, len(text) - 1)]
+
+    def lose(self) -> bool:
+        """Whether a data message is silently not sent (probability ``ws_lost``)."""
+        p = self.config.ws_lost
+        return p > 0 and self._rng.random() < p

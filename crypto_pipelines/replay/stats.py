@@ -21,6 +21,7 @@ WS_COUNTERS = (
     "ws_drops",
     "ws_stalls",
     "ws_malformed",
+    "ws_lost",
 )
 WS_PREFIX = "ws:"
 

@@ -10,9 +10,11 @@ datasets' columns, to every handler (the store writer first). It survives what W
 - after ``failover_after`` failed attempts in a row the exchange fails over to REST polling
   (the same loader as the historical assets) for ``ws_retry_s``, then tries its WebSocket
   again, so data keeps arriving while a venue's stream is down;
-- after every (re)start and reconnect, trades since the newest stored trade of each symbol are
-  caught up over REST, so neither a drop nor a crash of the whole process loses a trade the
-  venue's REST history still has. Upserts make the overlap harmless.
+- after every (re)start and reconnect, trades since the newest stored (or received) trade of
+  each symbol are caught up over REST, and on a venue whose trade ids count up by one, a jump
+  in the ids within a connection is repaired over REST at once (``stream.catchup``), so
+  neither a drop, a skipped frame nor a crash of the whole process loses a trade the venue's
+  REST history still has. Upserts make the overlap harmless.
 
 A candle is passed on once it is closed: when a newer candle of the same series arrives (the
 forming one is never stored, as on the REST path). Plain Python: no Dagster.
@@ -29,16 +31,11 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from crypto_pipelines.domain.datasets import SeriesKey
 from crypto_pipelines.domain.symbols import parse_symbol
-from crypto_pipelines.domain.timeframes import DAY_MS
-from crypto_pipelines.exchanges.client import make_client, make_stream_client
-from crypto_pipelines.exchanges.loader import exchange_time_ms
-from crypto_pipelines.exchanges.venues import TradesPaging, VenueSpec, get_venue
-from crypto_pipelines.ingest import load_series
-from crypto_pipelines.storage.gaps import GapStore
+from crypto_pipelines.exchanges.client import make_stream_client
 from crypto_pipelines.storage.store import MarketStore
 from crypto_pipelines.stream.cache import RedisCache
+from crypto_pipelines.stream.catchup import RestCatchUp
 from crypto_pipelines.stream.events import StreamBatch, candle_rows, trade_rows
 from crypto_pipelines.stream.stats import StreamStats
 from crypto_pipelines.stream.writer import Handler, StoreWriter
@@ -118,10 +115,20 @@ class ExchangeStream:
         self.settings = settings
         self.replay_url = replay_url
         self.failures = 0
-        self._rest: Any = None
-        self.caught_up: dict[str, int] = {}
-        """Per symbol, the exchange time the last REST catch-up reached."""
+        self.rest = RestCatchUp(
+            exchange,
+            store,
+            stats,
+            lookback_ms=settings.catch_up_lookback_ms,
+            replay_url=replay_url,
+        )
+        self.received: dict[str, int] = {}
+        """Per symbol, the newest trade time the stream handed out (across connections)."""
+        self._last_id: dict[str, tuple[int, int]] = {}
+        """Per symbol, (id, ts) of the newest trade of this connection, on a venue whose ids
+        count up by one: the next id tells whether the connection skipped a trade."""
         self._bridge: asyncio.Task[int] | None = None
+        self._repairs: set[asyncio.Task[int]] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
@@ -156,6 +163,7 @@ class ExchangeStream:
 
     async def _watch(self, stop: asyncio.Event) -> None:
         client = make_stream_client(self.exchange, replay_url=self.replay_url)
+        self._last_id.clear()  # the seam between connections is the catch-ups' to bridge
         loops: list[Awaitable[None]] = []
         try:
             if self.settings.trades:
@@ -185,10 +193,12 @@ class ExchangeStream:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(client.close(), timeout=CLOSE_TIMEOUT_S)
             log.debug("%s: client closed", self.exchange)
-            if self._bridge is not None:  # a catch-up in flight finishes its transaction
+            in_flight = [t for t in (self._bridge, *self._repairs) if t is not None]
+            for fetch in in_flight:  # a catch-up in flight finishes its transaction
                 with contextlib.suppress(Exception):
-                    await self._bridge
-                self._bridge = None
+                    await fetch
+            self._bridge = None
+            self._repairs.clear()
             log.debug("%s: bridge done", self.exchange)
 
     async def _next(self, watch: Awaitable[Any]) -> Any:
@@ -217,8 +227,34 @@ class ExchangeStream:
                 by_symbol.setdefault(str(trade.get("symbol") or symbols[0]), []).append(trade)
             for symbol, items in by_symbol.items():
                 rows = trade_rows(self.exchange, symbol, items)
+                self._follow(symbol, rows)
                 self.stats.message(self.exchange, "trades", len(rows))
                 await self.emit(StreamBatch("trades", self.exchange, symbol, rows, received))
+
+    def _follow(self, symbol: str, rows: list[dict[str, Any]]) -> None:
+        """Note the newest trade handed out; on a venue with sequential ids, repair at once
+        over REST any ids the connection skipped (a jump from one trade to the next)."""
+        times = [int(r["ts"]) for r in rows if isinstance(r["ts"], int | float)]
+        if times:
+            self.received[symbol] = max(self.received.get(symbol, times[0]), max(times))
+        if not self.rest.sequential_ids:
+            return
+        pairs = sorted(
+            (int(r["trade_id"]), int(r["ts"]))
+            for r in rows
+            if r["trade_id"].isdigit() and isinstance(r["ts"], int | float)
+        )
+        last = self._last_id.get(symbol)
+        for trade_id, ts in pairs:
+            if last is not None and trade_id > last[0] + 1:
+                self.stats.id_jumps[self.exchange] += 1
+                task = asyncio.create_task(self.rest.repair(symbol, last[1], ts))
+                self._repairs.add(task)
+                task.add_done_callback(self._repairs.discard)
+            if last is None or trade_id > last[0]:
+                last = (trade_id, ts)
+        if last is not None:
+            self._last_id[symbol] = last
 
     async def _candles(self, client: Any, symbol: str, timeframe: str) -> None:
         forming: dict[int, list[Any]] = {}
@@ -252,74 +288,11 @@ class ExchangeStream:
 
     # --- REST: catch-up and failover -------------------------------------------------------
 
-    def _rest_client(self) -> Any:
-        if self._rest is None:
-            self._rest = make_client(self.exchange, replay_url=self.replay_url, rate_budget=True)
-        return self._rest
-
     async def catch_up(self, symbols: Sequence[str] | None = None, *, bridge: bool = False) -> int:
-        """Trades since the newest stored trade of each symbol (``bridge``: since the last
-        catch-up reached, a second before it), over REST in a worker thread (the loader is
-        synchronous). A venue whose REST cannot serve that far back keeps what it can; the
-        error is recorded, never raised."""
+        """Trades the stream may have missed, over REST (see ``stream.catchup``)."""
         if not self.settings.trades:
             return 0
-        return await asyncio.to_thread(self._catch_up_sync, list(symbols or self.symbols), bridge)
-
-    def _catch_up_sync(self, symbols: list[str], bridge: bool) -> int:
-        client = self._rest_client()
-        venue = get_venue(self.exchange)
-        total = 0
-        try:
-            now = exchange_time_ms(client)
-        except Exception as exc:
-            self.stats.errors[f"{self.exchange}:rest"] = f"{type(exc).__name__}: {exc}"[:500]
-            return 0
-        for symbol in symbols:
-            newest = self.store.latest_ts("trades", exchange=self.exchange, symbol=symbol)
-            if bridge and symbol in self.caught_up:
-                newest = self.caught_up[symbol] - 1_000
-            start = newest if newest is not None else now - self.settings.catch_up_lookback_ms
-            series = SeriesKey(self.exchange, symbol, "trades")
-            try:
-                report = load_series(
-                    client, venue, self.store, series, start, now + 1, now_ms=now, refetch=True
-                )
-            except Exception as exc:
-                self.stats.errors[f"{self.exchange}:{symbol}:rest"] = (
-                    f"{type(exc).__name__}: {exc}"[:500]
-                )
-                log.warning("%s %s: REST catch-up failed: %s", self.exchange, symbol, exc)
-                continue
-            self.caught_up[symbol] = now
-            self._record_hole(series, None if bridge else newest, report.first_ts, venue)
-            total += report.rows_written
-            self.stats.catch_up_rows[self.exchange] += report.rows_written
-            if report.rows_written and report.last_ts is not None:
-                day = report.last_ts - report.last_ts % DAY_MS
-                key = ("trades", self.exchange, symbol, "", day)
-                self.stats.touch(key, report.rows_written, report.last_ts)
-        return total
-
-    def _record_hole(
-        self, series: SeriesKey, newest: int | None, first: int | None, venue: VenueSpec
-    ) -> None:
-        """A venue whose REST keeps only its latest trades (Bybit) may no longer have what the
-        stream missed: when the oldest trade it returned is newer than the newest stored one,
-        the span between is recorded in ``gaps`` (confirmed: no refetch can fill it), never
-        silently ignored. With nothing stored before, there is nothing to bridge."""
-        if venue.trades.paging is not TradesPaging.RECENT_ONLY or newest is None or first is None:
-            return
-        if first <= newest + 1:
-            return
-        reason = (
-            f"{venue.id} REST keeps only its latest trades; the oldest it returned was at "
-            f"{first}: trades after {newest} and before it may be missing"
-        )
-        GapStore(self.store.engine).record_unrecoverable(
-            series, newest + 1, first - 1, now_ms=int(time.time() * 1000), reason=reason
-        )
-        self.stats.errors[f"{self.exchange}:{series.symbol}:hole"] = reason[:500]
+        return await self.rest.catch_up(symbols or self.symbols, self.received, bridge=bridge)
 
     async def poll_rest(self, stop: asyncio.Event, duration_s: float) -> None:
         """REST polling while the WebSocket is down: a catch-up every ``poll_s``."""

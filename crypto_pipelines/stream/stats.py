@@ -2,7 +2,7 @@
 
 Counters per exchange and channel (messages, rows), receive-to-commit lag (p50/p99 over a
 bounded window of the latest commits, so memory stays flat), reconnects, failovers to REST,
-REST catch-up rows, the last message time, buffer depth, malformed and dropped messages.
+REST catch-up rows, id jumps repaired, the last message time, buffer depth, malformed and dropped messages.
 One object per service, mutated from the event loop only (and from the writer's flushes,
 which report back on the loop), so no locks are needed.
 """
@@ -30,6 +30,9 @@ class StreamStats:
     failovers: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     catch_up_rows: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     polled_rows: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    id_jumps: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    """Holes the stream saw in a venue's sequential trade ids (each repaired over REST)."""
+    repaired_rows: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     malformed: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     last_message: dict[str, float] = field(default_factory=dict)
     buffer_depth: int = 0
@@ -82,6 +85,8 @@ class StreamStats:
             "failovers": dict(self.failovers),
             "catch_up_rows": dict(self.catch_up_rows),
             "polled_rows": dict(self.polled_rows),
+            "id_jumps": dict(self.id_jumps),
+            "repaired_rows": dict(self.repaired_rows),
             "malformed": dict(self.malformed),
             "last_message": {k: round(v, 3) for k, v in self.last_message.items()},
             "buffer_depth": self.buffer_depth,

@@ -5,6 +5,7 @@ a drop gets exactly what the stream missed."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import queue
 import subprocess
@@ -196,6 +197,24 @@ def _request(
         return exc.code, json.loads(exc.read())
 
 
+async def test_lost_frames_are_counted_and_never_sent(tape: Tape) -> None:
+    """A lost frame is silently skipped: the client sees only a jump in the trade ids."""
+    with serve(tape, FaultConfig(ws_lost=0.2, seed=6)) as server:
+        url = ws_url(server, "binance", "stream.binance.com:9443/ws/btcusdt@aggTrade")
+        async with websockets.connect(url) as ws:
+            await asyncio.sleep(0.2)
+            clock(server).set_ms(NOW + 60_000)
+            got = []
+            with contextlib.suppress(TimeoutError):
+                while True:
+                    got.append(json.loads(await asyncio.wait_for(ws.recv(), 1.0))["a"])
+        lost = counter(server, "binance", "aggTrade", "ws_lost")
+        sent = counter(server, "binance", "aggTrade", "ws_messages")
+    want = [int(t.id) for t in tape_trades(tape, "binance", SPOT, NOW, NOW + 60_000)]
+    assert 0 < lost < sent == len(got) and len(got) + lost == len(want)
+    assert set(got) < set(want) and got == sorted(got)
+
+
 def test_faults_over_http_and_stats_reset(tape: Tape) -> None:
     with serve(tape) as server:
         fields: dict[str, object] = {
@@ -203,6 +222,7 @@ def test_faults_over_http_and_stats_reset(tape: Tape) -> None:
             "ws_stall_every_s": 10,
             "ws_stall_s": 2,
             "ws_malformed": 0.01,
+            "ws_lost": 0.02,
         }
         status, config = _request(server.url + "/_replay/faults", "PUT", fields)
         assert status == 200 and {k: config[k] for k in fields} == fields
@@ -228,6 +248,8 @@ def test_cli_flags(tape_dir: Path) -> None:
             "0.5",
             "--ws-malformed",
             "0.05",
+            "--ws-lost",
+            "0.01",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -252,4 +274,5 @@ def test_cli_flags(tape_dir: Path) -> None:
         config["ws_stall_every_s"],
         config["ws_stall_s"],
         config["ws_malformed"],
-    ) == (12, 7, 0.5, 0.05)
+        config["ws_lost"],
+    ) == (12, 7, 0.5, 0.05, 0.01)

@@ -112,25 +112,9 @@ async def test_every_trade_once_on_every_venue(
 
 
 FAULTS = [
-    pytest.param(
-        FaultConfig(ws_drop_every_s=1.0),
-        id="drops",
-        # Open defect: one trade around a drop is sometimes missing (seen as a single missing
-        # aggTrade id); suspected: trades ccxt.pro cached but not yet handed out when the
-        # connection died, and a catch-up that starts after them. Fix next: catch up when a
-        # sequential id jumps, and from the newest *received* trade, not the newest stored.
-        marks=pytest.mark.xfail(reason="a trade around a drop can be lost: open defect"),
-    ),
+    pytest.param(FaultConfig(ws_drop_every_s=1.0), id="drops"),
     pytest.param(FaultConfig(ws_stall_every_s=1.0, ws_stall_s=2.0), id="stalls"),
-    pytest.param(
-        FaultConfig(ws_malformed=0.05, seed=3),
-        id="malformed",
-        # Open defect: a frame cut short can still be taken by ccxt.pro without an error, so
-        # its trade is skipped silently and no reconnect (hence no catch-up) follows; seen
-        # once in CI as one missing aggTrade id. The fix is to catch up when a sequential id
-        # jumps (Binance aggTrade ids, Coinbase trade ids).
-        marks=pytest.mark.xfail(reason="silently skipped garbled frame: no catch-up yet"),
-    ),
+    pytest.param(FaultConfig(ws_malformed=0.05, seed=3), id="malformed"),
 ]
 
 
@@ -140,6 +124,20 @@ async def test_faults_lose_nothing(server: ReplayServer, tmp_path: Path) -> None
     # exactness is the point; how far the stream got in 8 s depends on the machine's load
     _assert_complete(stored, streamed_at_least=10)
     assert stats.reconnects["binance"] >= 1, stats.as_json()
+
+
+@pytest.mark.parametrize("server", [FaultConfig(ws_lost=0.05, seed=5)], indirect=True)
+async def test_a_trade_the_connection_skipped_is_repaired(
+    server: ReplayServer, tmp_path: Path
+) -> None:
+    """A frame silently never sent (no error, no reconnect): Binance's aggregate trade ids
+    count up by one, so the jump is seen and the skipped trades are fetched over REST."""
+    stats, stored = await _stream(server, tmp_path / "m.db", "binance", 8.0)
+    counts = server.app.stats.snapshot()["exchanges"]["binance"]
+    assert sum(c.get("ws_lost", 0) for c in counts.values()) >= 1, counts
+    _assert_complete(stored, streamed_at_least=10)
+    assert stats.id_jumps["binance"] >= 1 and stats.repaired_rows["binance"] >= 1, stats.as_json()
+    assert not stats.reconnects.get("binance"), stats.as_json()
 
 
 @pytest.mark.parametrize("server", [FaultConfig(ws_malformed=1.0)], indirect=True)

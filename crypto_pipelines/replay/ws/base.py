@@ -182,7 +182,11 @@ class WsSession:
         await self.reply(payload)
 
     async def send_data(self, text: str, channel: str) -> None:
-        """A data frame: counted per channel and garbled with the configured probability."""
+        """A data frame: counted per channel, lost or garbled with the configured
+        probabilities."""
+        if self.host.faults.lose():
+            self.count(channel, "ws_lost")
+            return
         garbled = self.host.faults.garble(text)
         if garbled is not None:
             self.count(channel, "ws_malformed")
