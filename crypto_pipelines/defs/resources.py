@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import os
-import re
 from typing import Any
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import make_url
 
 from crypto_pipelines.domain.universe import Source
 from crypto_pipelines.exchanges.budget import DEFAULT_MARGIN, SharedBudget
 from crypto_pipelines.exchanges.client import make_client
 from crypto_pipelines.exchanges.routing import REPLAY_URL_ENV
-from crypto_pipelines.storage.engine import DB_URL_ENV, default_db_url
+from crypto_pipelines.storage.engine import DB_URL_ENV, default_db_url, hide_password
 from crypto_pipelines.storage.store import MarketStore
 
 
@@ -111,7 +109,7 @@ class MarketStoreResource(dg.ConfigurableResource):
         return self._store
 
     def _unusable(self, url: str, exc: Exception) -> str:
-        shown = _hide_password(url)
+        shown = hide_password(url)
         if self.db_url:
             origin = f"the market_store resource's db_url (it overrides ${DB_URL_ENV})"
         elif os.environ.get(DB_URL_ENV, "").strip():
@@ -130,11 +128,3 @@ class MarketStoreResource(dg.ConfigurableResource):
         if self._store is not None:
             self._store.close()
             self._store = None
-
-
-def _hide_password(url: str) -> str:
-    """``url`` with its password as ``***`` (also when SQLAlchemy cannot parse it)."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except sa_exc.ArgumentError:
-        return re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", url)

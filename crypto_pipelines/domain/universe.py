@@ -2,19 +2,26 @@
 
 Read from the YAML file named by ``CRYPTO_PIPELINES_UNIVERSE`` (default: the documented
 ``default_universe.yaml`` shipped in this package). Validation is pydantic's, so a malformed
-file is refused when the code location loads with a message naming the key and the reason.
-The checks here are syntax only; whether each exchange offers what the file asks for is
-checked against the venue registry by the layers that load a universe to run it
-(``crypto_pipelines.defs.universe_check``), so the domain imports no exchange code.
+file is refused when the code location loads with a message naming the file, the key (its
+path in the YAML, ``exchanges.binance.start``) and the reason. Every value, dates included,
+goes through pydantic: YAML's own date parsing would otherwise fail on ``2024-13-45`` before
+any key is known.
+
+The checks here need no exchange (syntax, and a start not in the future); whether each
+exchange offers what the file asks for is checked against the venue registry by the layers
+that load a universe to run it (``crypto_pipelines.defs.universe_check``), so the domain
+imports no exchange code.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
+import types
 from datetime import UTC, date, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -70,6 +77,19 @@ class ExchangeUniverse(BaseModel):
                 raise ValueError(str(exc)) from None
         return tuple(sorted(set(value), key=timeframe_ms))
 
+    @field_validator("start")
+    @classmethod
+    def _start(cls, value: date) -> date:
+        # A future start has no partition to run until that day: refused rather than left
+        # to show as an exchange with nothing to load (a typo such as 2204 for 2024).
+        today = datetime.now(UTC).date()
+        if value > today:
+            raise ValueError(
+                f"{value.isoformat()} is in the future (today is {today.isoformat()} UTC): "
+                "start must be a day that has begun"
+            )
+        return value
+
     @model_validator(mode="after")
     def _symbols_or_filters(self) -> ExchangeUniverse:
         if not self.symbols and self.filters is None:
@@ -114,7 +134,8 @@ class ExchangeUniverse(BaseModel):
 
 
 class Universe(BaseModel):
-    """What the pipelines cover, checked for syntax only (symbols, timeframes, filters).
+    """What the pipelines cover, checked without any exchange (symbols, timeframes, filters,
+    a start not in the future).
 
     Whether each exchange offers it is a question for the venue registry in
     ``crypto_pipelines.exchanges``, which the domain does not import: the layers that load
@@ -138,11 +159,11 @@ def universe_path(path: Path | str | None = None) -> Path:
 
 def load_universe(path: Path | str | None = None) -> Universe:
     """The universe from ``path``, else ``$CRYPTO_PIPELINES_UNIVERSE``, else the default;
-    ``$CRYPTO_PIPELINES_SOURCE`` overrides the file's ``source``. Checks syntax only: see
-    ``Universe``."""
+    ``$CRYPTO_PIPELINES_SOURCE`` overrides the file's ``source``. Checks the file only (no
+    venue): see ``Universe``. Raises UniverseError naming the file, the key and the reason."""
     chosen = universe_path(path)
     try:
-        raw = yaml.safe_load(chosen.read_text(encoding="utf-8"))
+        raw = yaml.load(chosen.read_text(encoding="utf-8"), Loader=_UniverseLoader)
     except OSError as exc:
         raise UniverseError(f"{chosen}: cannot read universe file: {exc}") from exc
     except yaml.YAMLError as exc:
@@ -158,7 +179,72 @@ def load_universe(path: Path | str | None = None) -> Universe:
         return Universe.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'universe'}: {err['msg'].removeprefix('Value error, ')}"
-            for err in exc.errors()
+            _problem(dict(err), from_env=bool(override)) for err in exc.errors(include_url=False)
         )
         raise UniverseError(f"{chosen}: {problems}") from None
+
+
+class _UniverseLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that hands a date it cannot build (``2024-13-45``) on as its text.
+
+    PyYAML builds dates while parsing, where an impossible one raises a bare ``ValueError``
+    naming neither file nor key; as text it reaches pydantic, which refuses it at its key."""
+
+
+def _timestamp_or_text(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> object:
+    try:
+        return yaml.SafeLoader.construct_yaml_timestamp(loader, node)
+    except (ValueError, AttributeError):  # AttributeError: an explicit !!timestamp on non-dates
+        return loader.construct_scalar(node)
+
+
+_UniverseLoader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp_or_text)
+
+
+def _problem(err: dict[str, Any], *, from_env: bool) -> str:
+    """One pydantic error as ``key: reason``, with the value given when it is a scalar and
+    the keys allowed where an unknown one was found (with the likeliest one meant)."""
+    loc = tuple(err["loc"])
+    key = ".".join(str(part) for part in loc) or "universe"
+    if loc == ("source",) and from_env:
+        key = f"source (from ${SOURCE_ENV})"
+    if err["type"] == "extra_forbidden":
+        allowed = _keys_at(loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        hint = f", did you mean {close[0]!r}?" if close else ""
+        listed = f" (allowed: {', '.join(allowed)})" if allowed else ""
+        return f"{key}: unknown key{hint}{listed}"
+    reason = str(err["msg"]).removeprefix("Value error, ")
+    given = err.get("input")
+    if isinstance(given, date):
+        given = given.isoformat()
+    if isinstance(given, str | int | float) and str(given) not in reason:
+        reason = f"{reason} (got {given!r})"
+    return f"{key}: {reason}"
+
+
+def _keys_at(loc: tuple[Any, ...]) -> list[str]:
+    """The keys the universe allows at ``loc`` (a path of pydantic's error locations)."""
+    current: Any = Universe
+    for part in loc:
+        model = _model_in(current)
+        if model is not None:
+            field = model.model_fields.get(str(part))
+            if field is None:
+                return []
+            current = field.annotation
+        elif get_origin(current) is dict:
+            current = get_args(current)[1]
+        else:
+            return []
+    model = _model_in(current)
+    return list(model.model_fields) if model is not None else []
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model ``annotation`` is, or holds as an option (``ListingFilters | None``)."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        return next((m for m in map(_model_in, get_args(annotation)) if m is not None), None)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None

@@ -10,12 +10,14 @@ SQLAlchemy's ``begin`` emits ``BEGIN`` itself, so writers can take the lock up f
 from reading to writing fails at once with SQLITE_BUSY, whatever the busy timeout.
 
 PostgreSQL goes through psycopg 3 (``postgresql+psycopg://``); plain ``postgresql://`` and
-``postgres://`` URLs are normalised to it.
+``postgres://`` URLs are normalised to it. Messages show a URL through ``hide_password``
+(``postgresql+psycopg://user:***@host/db``), which also masks one SQLAlchemy cannot parse.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
 Source = Literal["live", "replay"]
@@ -57,11 +60,39 @@ def default_db_url(source: Source = "live") -> str:
 
 
 def normalize_url(url: str | URL) -> URL:
-    """The URL with PostgreSQL routed to psycopg 3 (the only PostgreSQL driver installed)."""
-    parsed = make_url(url)
+    """The URL with PostgreSQL routed to psycopg 3 (the only PostgreSQL driver installed).
+
+    Refuses (ValueError, URL shown with its password hidden) what SQLAlchemy would misread:
+    a port that is not a number, and an ``@`` left unencoded in the user or password, which
+    SQLAlchemy takes for part of the host, so the connection error would quote the rest of
+    the password as a host name."""
+    try:
+        parsed = make_url(url)
+    except ValueError as exc:  # SQLAlchemy's int() of the port
+        raise ValueError(f"database URL {hide_password(url)}: port is not a number") from exc
+    if parsed.host is not None and "@" in parsed.host:
+        raise ValueError(
+            f"database URL {hide_password(url)}: its user or password holds an '@': "
+            "percent-encode it as %40"
+        )
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed
+
+
+def hide_password(url: str | URL) -> str:
+    """``url`` as text with its password as ``***``, for messages and logs. Also for a URL
+    SQLAlchemy cannot parse or misreads (a bad port, an unencoded ``@`` in the password):
+    then everything from the user's ``:`` to the last ``@`` before the query is hidden."""
+    if isinstance(url, URL):
+        return url.render_as_string(hide_password=True)
+    try:
+        parsed = make_url(url)
+    except (sa_exc.ArgumentError, ValueError):
+        parsed = None
+    if parsed is not None and not (parsed.host and "@" in parsed.host):
+        return parsed.render_as_string(hide_password=True)
+    return re.sub(r"^([\w+]+://[^:/@]*:)[^?]*@", r"\1***@", url)
 
 
 def make_engine(url: str | URL | None = None, **kwargs: Any) -> Engine:

@@ -4,6 +4,7 @@ URL with its password hidden."""
 
 from __future__ import annotations
 
+import traceback
 from pathlib import Path
 
 import dagster as dg
@@ -11,6 +12,7 @@ import pytest
 
 from crypto_pipelines.defs.build import build_definitions
 from crypto_pipelines.defs.resources import MarketStoreResource
+from crypto_pipelines.defs.universe_check import load_checked_universe
 from crypto_pipelines.domain.universe import load_universe
 from crypto_pipelines.storage.engine import DB_URL_ENV
 
@@ -73,6 +75,22 @@ def test_an_unreachable_database_names_the_variable_and_hides_the_password(
     [
         ("not a url", "ArgumentError"),
         ("mysql://root:s3cret@127.0.0.1/x", "unsupported database 'mysql://root:***@127.0.0.1/x'"),
+        ("foo://x", "cannot open the market database foo://x (from $CRYPTO_PIPELINES_DB_URL)"),
+        (
+            "postgresql+nodriver://u:s3cret@127.0.0.1/x",
+            "NoSuchModuleError: Can't load plugin: sqlalchemy.dialects:postgresql.nodriver",
+        ),
+        (
+            "postgresql+psycopg://u:s3cret@127.0.0.1:port/x",
+            "database URL postgresql+psycopg://u:***@127.0.0.1:port/x: port is not a number",
+        ),
+        # An unencoded '@' in the password: SQLAlchemy reads "s3cret@127.0.0.1" as the host,
+        # which the driver's "cannot resolve host" error then quoted.
+        (
+            "postgresql+psycopg://u:p@s3cret@127.0.0.1:1/x",
+            "database URL postgresql+psycopg://u:***@127.0.0.1:1/x: its user or password holds "
+            "an '@': percent-encode it as %40",
+        ),
     ],
 )
 def test_an_invalid_url_names_the_variable(
@@ -83,6 +101,43 @@ def test_an_invalid_url_names_the_variable(
         MarketStoreResource(source="replay").store()
     message = info.value.description or ""
     assert DB_URL_ENV in message and problem in message and "s3cret" not in message, message
+    assert info.value.__cause__ is not None  # the driver's own error stays as the cause
+    assert "s3cret" not in "".join(traceback.format_exception(info.value))
+
+
+def test_a_run_on_an_unreachable_database_fails_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a run shows: the code location loads with the URL set (it does not touch the
+    database), and the run's first step to use the store fails naming the variable and the
+    URL with its password hidden, SQLAlchemy's error kept as the cause."""
+    monkeypatch.setenv(DB_URL_ENV, CLOSED_PORT_URL)
+    path = tmp_path / "universe.yaml"
+    path.write_text("exchanges:\n  binance:\n    symbols: [BTC/USDT]\n    timeframes: [1h]\n")
+    universe = load_checked_universe(path)
+    defs = build_definitions(universe)
+    pairs = next(
+        a
+        for a in defs.assets or ()
+        if isinstance(a, dg.AssetsDefinition) and a.key == dg.AssetKey("crypto_pairs")
+    )
+    result = dg.materialize(
+        [pairs], resources={"market_store": defs.resources["market_store"]}, raise_on_error=False
+    )
+    assert not result.success
+    [failure] = result.get_step_failure_events()
+    data = failure.step_failure_data
+    assert data.user_failure_data is not None
+    description = data.user_failure_data.description or ""
+    assert description.startswith(
+        "cannot open the market database postgresql+psycopg://postgres:***@127.0.0.1:1/x "
+        f"(from ${DB_URL_ENV}); set {DB_URL_ENV} to a reachable SQLite or PostgreSQL URL "
+        "(postgresql+psycopg://USER:PASSWORD@HOST/DB). OperationalError: connection failed: "
+    ), description
+    assert "Connection refused" in description, description
+    assert data.error is not None and data.error.cause is not None
+    assert data.error.cause.cls_name == "OperationalError"
+    assert "s3cret" not in data.error.to_string()
 
 
 def test_a_configured_db_url_is_named_as_the_source(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -85,10 +85,32 @@ def _bad_universe(tmp_path: Path) -> Path:
     return path
 
 
-def test_the_code_location_refuses_to_load(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param(
+            "exchanges:\n  coinbaseexchange:\n    symbols: [BTC/USD]\n    timeframes: [4h]\n",
+            "exchanges.coinbaseexchange.timeframes: coinbaseexchange has no 4h candles",
+            id="venue",
+        ),
+        pytest.param(
+            "exchanges:\n  binance:\n    symbols: [BTC/USDT]\n    start: 2024-13-45\n",
+            "exchanges.binance.start: Input should be a valid date or datetime, month value is "
+            "outside expected range of 1-12 (got '2024-13-45')",
+            id="date-typo",
+        ),
+        pytest.param(
+            "exchanges:\n  binance:\n    symbols: [BTC/USDT]\n    start: 2099-01-01\n",
+            "exchanges.binance.start: 2099-01-01 is in the future",
+            id="future-start",
+        ),
+    ],
+)
+def test_the_code_location_refuses_to_load(tmp_path: Path, text: str, message: str) -> None:
     """What ``dagster dev`` / ``dagster-webserver`` see: importing the code location fails
     with the file, key and reason."""
-    path = _bad_universe(tmp_path)
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
     env = {**os.environ, "CRYPTO_PIPELINES_UNIVERSE": str(path), "DAGSTER_HOME": str(tmp_path)}
     env.pop("CRYPTO_PIPELINES_SOURCE", None)
     done = subprocess.run(
@@ -99,10 +121,7 @@ def test_the_code_location_refuses_to_load(tmp_path: Path) -> None:
         timeout=120,
     )
     assert done.returncode != 0
-    assert (
-        f"{path}: exchanges.coinbaseexchange.timeframes: coinbaseexchange has no 4h candles"
-        in done.stderr
-    ), done.stderr
+    assert f"UniverseError: {path}: {message}" in done.stderr, done.stderr
 
 
 def test_partitions_sync_refuses_before_touching_the_instance(tmp_path: Path) -> None:

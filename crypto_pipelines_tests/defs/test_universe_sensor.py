@@ -246,7 +246,8 @@ def test_quote_filter_adds_new_listings_and_removes_what_leaves(
         ),
         (
             "filters:\n  quote: [USDT]\n  colour: red",
-            "exchanges.binance.filters.colour: Extra inputs",
+            "exchanges.binance.filters.colour: unknown key (allowed: quote, types, "
+            "top_n_by_volume, exclude)",
         ),
         ("filters:\n  quote: [USDT]\n  exclude: [BTCUSDT]", "exchanges.binance.filters.exclude"),
         ("timeframes: [1m]", "exchanges.binance: give symbols, filters or both"),

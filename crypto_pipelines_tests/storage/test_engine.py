@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine
 from crypto_pipelines.storage.engine import (
     SQLITE_BUSY_TIMEOUT_MS,
     default_db_url,
+    hide_password,
     make_engine,
     normalize_url,
     write_transaction,
@@ -52,6 +53,47 @@ def test_postgres_urls_use_psycopg3() -> None:
     assert engine.dialect.driver == "psycopg"
     with pytest.raises(ValueError, match="unsupported database"):
         make_engine("mysql://u@h/db")
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql+psycopg://u:s3cret@h:5432/db", "postgresql+psycopg://u:***@h:5432/db"),
+        ("postgresql://u@h/db", "postgresql://u@h/db"),
+        ("sqlite:////data/market.db", "sqlite:////data/market.db"),
+        # SQLAlchemy cannot parse these (port) or misreads them (unencoded '@', '/' too):
+        ("postgresql://u:s3cret@h:port/db", "postgresql://u:***@h:port/db"),
+        ("postgresql://u:p@s3cret@h/db", "postgresql://u:***@h/db"),
+        (
+            "postgresql://u:p/w@s3cret@h:1/db?sslmode=require",
+            "postgresql://u:***@h:1/db?sslmode=require",
+        ),
+    ],
+)
+def test_hide_password(url: str, shown: str) -> None:
+    assert hide_password(url) == shown
+    assert (
+        hide_password(sa.engine.make_url("postgresql://u:s3cret@h/db")) == "postgresql://u:***@h/db"
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("postgresql://u:s3cret@h:port/db", "postgresql://u:***@h:port/db: port is not a number"),
+        (
+            "postgresql://u:p@s3cret@h/db",
+            "postgresql://u:***@h/db: its user or password holds an '@': percent-encode it as %40",
+        ),
+    ],
+)
+def test_urls_sqlalchemy_would_misread_are_refused_without_the_password(
+    url: str, problem: str
+) -> None:
+    with pytest.raises(ValueError) as info:
+        normalize_url(url)
+    assert str(info.value) == f"database URL {problem}"
+    assert normalize_url("postgresql://u:p%40s3cret@h/db").password == "p@s3cret"  # encoded: fine
 
 
 def test_sqlite_connections_are_tuned_and_file_folder_created(tmp_path: Path) -> None:
