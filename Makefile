@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: dev test install lint typecheck unit validate bench replay clean
+.PHONY: dev demo test install lint typecheck unit validate bench replay clean
 
 # The package is byte-compiled at install: every Dagster run and code server imports it
 # afresh, and where PYTHONDONTWRITEBYTECODE is set nothing else would cache compiled modules.
@@ -23,6 +23,10 @@ dev: $(STAMP)
 	mkdir -p $(DAGSTER_HOME)
 	test -f $(DAGSTER_HOME)/dagster.yaml || cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+## Offline demo: synthetic tape, replay exchange, UI and daemon on .demo/dagster_home (Ctrl-C stops).
+demo: $(STAMP)
+	$(BIN)/crypto-pipelines demo --dir .demo
 
 ## Install and run the whole suite: lint, type check, definitions validation, tests.
 test: $(STAMP) lint typecheck validate unit

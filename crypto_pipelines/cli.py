@@ -7,6 +7,7 @@ module so that the CLI stays a thin shell over the plain-Python cores.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import typer
 
@@ -32,6 +33,28 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug log
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("crypto_pipelines").setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+@app.command()
+def demo(
+    root: Path = typer.Option(Path(".demo"), "--dir", help="Where the demo keeps its files."),
+    days: int = typer.Option(3, min=1, max=60, help="Days of synthetic data, up to today."),
+    port: int = typer.Option(3000, help="Port of the Dagster UI."),
+    seed: int = typer.Option(7, help="Seed of the synthetic tape."),
+) -> None:
+    """Offline demo: a synthetic tape served by the replay exchange (clock near its end), the
+    Dagster UI and daemon on the demo's own DAGSTER_HOME. Ctrl-C stops everything."""
+    from crypto_pipelines.replay.demo import prepare, run
+
+    config = Path("dagster.yaml")
+    setup = prepare(
+        root.resolve(), days=days, seed=seed, instance_config=config if config.exists() else None
+    )
+    typer.echo(
+        f"demo: DAGSTER_HOME={setup.home}, universe {setup.universe}, tape {setup.tape}; "
+        f"UI on http://127.0.0.1:{port} (Ctrl-C stops)"
+    )
+    raise typer.Exit(run(setup, port=port))
 
 
 def main() -> None:

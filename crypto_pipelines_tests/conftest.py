@@ -97,3 +97,24 @@ def engine(db_url: str) -> Iterator[Engine]:
     eng = make_engine(db_url)
     yield eng
     eng.dispose()
+
+
+PG_SKIP_REASON = f"{PG_URL_ENV} not set"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say loudly, last, how many tests did not run on PostgreSQL and why: a green run on a
+    machine without ``CRYPTO_PIPELINES_TEST_PG_URL`` has not tested production's database
+    (``.ci/run`` sets it; ``make test`` passes it through)."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    on_postgres = [
+        report for report in skipped if PG_SKIP_REASON in str(getattr(report, "longrepr", ""))
+    ]
+    if on_postgres:
+        terminalreporter.write_sep(
+            "!",
+            f"{len(on_postgres)} PostgreSQL tests SKIPPED: {PG_URL_ENV} is not set. Set it to a "
+            "server you may write to, e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test",
+            red=True,
+            bold=True,
+        )

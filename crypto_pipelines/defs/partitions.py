@@ -1,7 +1,8 @@
 """Partitions: ``date`` (daily or monthly, UTC) x ``symbol`` (dynamic, per exchange).
 
-Daily dates for data that is dense (timeframes under 1h, trades); monthly for 1h and longer
-candles and for funding rates, so a partition always holds a useful amount of data. Symbols
+Monthly dates for candles of every timeframe and for funding rates (a year of 1m candles is 12
+partitions, not 365: each partition of a run costs Dagster events), daily for trades and open
+interest (a day of them is already a useful amount of data). Symbols
 are dynamic partitions whose keys are ccxt unified symbols, one set per exchange and kind of
 market a dataset exists for (``MarketDataset.market_types``): ``<exchange>_symbols`` (spot
 pairs and perpetual swaps: candles, trades) and ``<exchange>_perps`` (perpetual swaps only:

@@ -7,8 +7,8 @@
 - ``<exchange>_daily_recheck`` and ``<exchange>_monthly_recheck`` (00:30 UTC, after the
   incremental sensors' finalization), and ``<exchange>_perps_daily_recheck`` /
   ``<exchange>_perps_monthly_recheck`` for the perpetuals-only datasets: yesterday's
-  partition of every series of the exchange's daily assets (candles under 1h, trades, open
-  interest), and the month holding yesterday of its monthly ones (1h+ candles, funding), is
+  partition of every series of the exchange's daily assets (trades, open
+  interest), and the month holding yesterday of its monthly ones (candles, funding), is
   run once more: one run per asset and block of symbols, as a partition range. Up to four
   schedules per exchange because a schedule runs one job, a job has one partitioning, and
   the exchange's assets have up to four (daily or monthly, over ``<exchange>_symbols`` or

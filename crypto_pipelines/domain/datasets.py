@@ -18,7 +18,7 @@ from typing import Final, Literal
 
 from crypto_pipelines.domain.schemas import Dataset, get_dataset
 from crypto_pipelines.domain.symbols import parse_symbol
-from crypto_pipelines.domain.timeframes import HOUR_MS, TimeframeError, timeframe_ms
+from crypto_pipelines.domain.timeframes import TimeframeError, timeframe_ms
 
 MarketType = Literal["spot", "swap"]
 GapCheck = Literal["grid", "ids"]
@@ -170,7 +170,10 @@ MARKET_DATASETS: Final[Mapping[str, MarketDataset]] = MappingProxyType(
                 asset="ohlcv_{timeframe}",
                 universe_flag=None,
                 market_types=_BOTH,
-                monthly_from_ms=HOUR_MS,
+                # Monthly for every timeframe: a year of 1m candles is 12 partitions per
+                # symbol (12 materializations and check results, not 365: each Dagster event
+                # costs ~10 ms), and a month x symbol grid reads better than 1,000 days.
+                monthly_from_ms=0,
                 resume="step",
                 gap_check="grid",
                 per_timeframe=True,
@@ -214,6 +217,37 @@ MARKET_DATASETS: Final[Mapping[str, MarketDataset]] = MappingProxyType(
     }
 )
 """Every market dataset by name (read-only)."""
+
+
+STREAM_DATASETS: Final[Mapping[str, MarketDataset]] = MappingProxyType(
+    {
+        d.name: d
+        for d in (
+            MarketDataset(
+                "order_book_snapshots",
+                asset="order_book_snapshots",
+                universe_flag=None,
+                market_types=_BOTH,
+                monthly_from_ms=None,
+                resume="next_ms",
+                gap_check=None,
+                description="order book snapshots (top levels of each side), from the stream",
+                unit="levels",
+            ),
+        )
+    }
+)
+"""Market tables only the stream feeds: no REST history to load, so no assets, partitions or
+gap checks (the Dagster layer builds those from ``MARKET_DATASETS``), yet written through the
+ingestion core's sink like every other source: validated by the model, quarantined, upserted
+by the table's key."""
+
+
+def get_stored_dataset(name: str) -> MarketDataset:
+    """A market dataset or a stream-only table: what the sink may write as ``name``."""
+    if name in STREAM_DATASETS:
+        return STREAM_DATASETS[name]
+    return get_market_dataset(name)
 
 
 def get_market_dataset(name: str) -> MarketDataset:

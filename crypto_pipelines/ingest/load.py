@@ -16,6 +16,8 @@ requests, retries and duration.
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -122,6 +124,60 @@ class LoadReport:
         return asdict(self)
 
 
+class _Writer:
+    """Writes chunks through the sink in a thread of its own while the next pages are fetched,
+    so a load takes about as long as the slower of fetching and writing, not their sum (the
+    HTTP wait, SQLite's and psycopg's commits release the GIL). At most ``DEPTH`` chunks wait,
+    so memory stays flat when the database is the slower side.
+
+    Chunks are written in order, each with the coverage it answers; ``None`` marks a part
+    answered whole (its coverage to the part's end). A failed write stops the fetching at the
+    next chunk and is raised; a failed fetch first lets the chunks already fetched be written
+    (they are valid and covered: a re-run does not fetch them again), then is raised."""
+
+    DEPTH: Final = 2
+
+    def __init__(self, sink: Sink, store: MarketStore, report: LoadReport) -> None:
+        self.sink, self.store, self.report = sink, store, report
+        self._queue: queue.Queue[tuple[pd.DataFrame | None, Span] | None] = queue.Queue(self.DEPTH)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="load-writer", daemon=True)
+
+    def __enter__(self) -> _Writer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None and exc[0] is None:
+            raise self._error
+
+    def put(self, chunk: pd.DataFrame | None, span: Span) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put((chunk, span))
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._write(*item)
+                except BaseException as exc:  # raised in the fetching thread
+                    self._error = exc
+
+    def _write(self, chunk: pd.DataFrame | None, span: Span) -> None:
+        series, report = self.report.series, self.report
+        if chunk is None:
+            with write_transaction(self.store.engine) as connection:
+                add_coverage(connection, series, span, int(time.time() * 1000))
+            return
+        first, last = int(chunk["ts"].iloc[0]), int(chunk["ts"].iloc[-1])
+        report.batches.add(self.sink.write(series.dataset, chunk, series=series, coverage=span))
+        report.first_ts = first if report.first_ts is None else min(report.first_ts, first)
+        report.last_ts = last if report.last_ts is None else max(report.last_ts, last)
+
+
 def grid_slots(start_ms: int, end_ms: int, step: int) -> int:
     """How many multiples of ``step`` lie in ``[start_ms, end_ms)``."""
     first = -(-start_ms // step) * step
@@ -163,20 +219,16 @@ def load_series(
         report.spans = [target] if target[1] > target[0] else []
     else:
         report.spans = uncovered(target, covered(store.engine, series, *target))
-    sink = sink or Sink(store, source="rest")
     resume = spec.resume_step(tf)
     stats = FetchStats()
-    for begin, finish in report.spans:
-        for chunk in fetch(client, venue, series, begin, finish, stats, now):
-            if chunk.empty:
-                continue
-            first, last = int(chunk["ts"].iloc[0]), int(chunk["ts"].iloc[-1])
-            span = (begin, min(finish, last + resume))
-            report.batches.add(sink.write(spec.name, chunk, series=series, coverage=span))
-            report.first_ts = first if report.first_ts is None else min(report.first_ts, first)
-            report.last_ts = last if report.last_ts is None else max(report.last_ts, last)
-        with write_transaction(store.engine) as connection:  # the part was answered whole
-            add_coverage(connection, series, (begin, finish), int(time.time() * 1000))
+    with _Writer(sink or Sink(store, source="rest"), store, report) as writer:
+        for begin, finish in report.spans:
+            for chunk in fetch(client, venue, series, begin, finish, stats, now):
+                if chunk.empty:
+                    continue
+                last = int(chunk["ts"].iloc[-1])
+                writer.put(chunk, (begin, min(finish, last + resume)))
+            writer.put(None, (begin, finish))  # the part was answered whole
     report.present = store.count(spec.name, **series.filters(), start_ts=start_ms, end_ts=end_ms)
     report.requests, report.retries = stats.requests, stats.retries
     report.notes += [n for n in stats.notes if n not in report.notes]

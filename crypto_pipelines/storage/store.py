@@ -145,12 +145,28 @@ class MarketStore:
         ds = get_dataset(dataset)
         table = table_for(ds.name)
         where = _where(ds, table, exchange, symbol, timeframe, start_ts, end_ts)
-        query = sa.select(*table.columns).where(*where).order_by(*(table.c[c] for c in ds.key))
+        # A column the filters fix holds the filter's value in every row: not fetched (a year
+        # of candles would be 1.5 million copies of three strings), filled in afterwards.
+        given = (("exchange", exchange), ("symbol", symbol), ("timeframe", timeframe))
+        fixed = {name: value for name, value in given if value is not None}
+        fetched = [c for c in ds.columns if c not in fixed]
+        query = (
+            sa.select(*(table.c[c] for c in fetched))
+            .where(*where)
+            .order_by(*(table.c[c] for c in ds.key if c not in fixed))
+        )
         with self.engine.connect() as connection:
             rows = _fetch_tuples(connection, query)
         if not typed:
-            return pd.DataFrame(rows, columns=list(ds.columns), dtype=object)
-        return _typed_frame(ds, rows)
+            frame = pd.DataFrame(rows, columns=fetched, dtype=object)
+        else:
+            frame = _typed_frame(ds, rows, fetched)
+        dtypes = pandas_dtypes(ds)
+        for name, value in fixed.items():
+            frame[name] = pd.Series(
+                [value] * len(frame), dtype=object if not typed else dtypes[name]
+            )
+        return frame[list(ds.columns)]
 
     def latest_ts(
         self,
@@ -278,10 +294,13 @@ def _fetch_tuples(connection: sa.Connection, query: sa.Select[Any]) -> list[tupl
         cursor.close()
 
 
-def _typed_frame(ds: Dataset, rows: Sequence[Sequence[Any]]) -> pd.DataFrame:
-    """Rows -> frame with the model's dtypes. Built column-wise: ``from_records`` on
-    SQLAlchemy rows probes each row with ``hasattr`` and is several times slower."""
-    columns = list(ds.columns)
+def _typed_frame(
+    ds: Dataset, rows: Sequence[Sequence[Any]], columns: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """Rows (of ``columns``, default all of the model's) -> frame with the model's dtypes.
+    Built column-wise: ``from_records`` on SQLAlchemy rows probes each row with ``hasattr``
+    and is several times slower."""
+    columns = list(ds.columns if columns is None else columns)
     dtypes = pandas_dtypes(ds)
     values = list(zip(*rows, strict=True)) if rows else [() for _ in columns]
     data: dict[str, Any] = {}

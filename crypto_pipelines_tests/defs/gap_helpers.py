@@ -150,6 +150,13 @@ def trailing_run(path: Path, step: int, end_ms: int) -> list[Range]:
     return [(last + step, end_ms - step)] if last + step < end_ms else []
 
 
+def month_keys(first: str, days: int, symbol: str) -> list[str]:
+    """The month partition keys (``YYYY-MM-01|symbol``) of ``days`` days from ``first``."""
+    start = pd.Timestamp(first)
+    months = {(start + pd.Timedelta(days=i)).strftime("%Y-%m-01") for i in range(days)}
+    return [f"{month}|{symbol}" for month in sorted(months)]
+
+
 def day_keys(first: str, days: int, symbol: str) -> list[str]:
     start = pd.Timestamp(first)
     return [f"{(start + pd.Timedelta(days=i)).date().isoformat()}|{symbol}" for i in range(days)]

@@ -67,8 +67,8 @@ def test_named_jobs_per_exchange_one_per_partitioning(replay_world: ReplayWorld)
     names = set(defs.get_repository_def().job_names)
     assert {
         "markets_refresh",
-        "binance_load_daily",  # 1m candles, trades
-        "binance_load_monthly",  # 1h candles
+        "binance_load_daily",  # trades
+        "binance_load_monthly",  # candles of every timeframe (1m and 1h)
         "binance_load_perps_monthly",  # funding rates, over binance_perps
         "coinbaseexchange_load_daily",
         "coinbaseexchange_load_monthly",
@@ -81,11 +81,19 @@ def test_named_jobs_per_exchange_one_per_partitioning(replay_world: ReplayWorld)
     assets = build_assets(replay_world.universe)
     jobs = {job.name: job for job in exchange_load_jobs(replay_world.universe)}
     daily = jobs["binance_load_daily"].selection.resolve(assets)
-    assert daily == {dg.AssetKey(["binance", "ohlcv_1m"]), dg.AssetKey(["binance", "trades"])}
+    assert daily == {dg.AssetKey(["binance", "trades"])}
+    monthly = jobs["binance_load_monthly"].selection.resolve(assets)
+    assert monthly == {dg.AssetKey(["binance", "ohlcv_1m"]), dg.AssetKey(["binance", "ohlcv_1h"])}
+    coinbase_daily = jobs["coinbaseexchange_load_daily"].selection.resolve(assets)
+    assert coinbase_daily == {dg.AssetKey(["coinbaseexchange", "trades"])}
     # Pools belong to the assets' ops, which the jobs run unchanged.
     for asset in assets:
-        if asset.key in daily:
+        if asset.key in daily | monthly:
             assert asset.node_def.pools == {"binance"}
+    candles = defs.resolve_job_def("binance_load_monthly").partitions_def
+    assert isinstance(candles, dg.MultiPartitionsDefinition)
+    (dates,) = [d.partitions_def for d in candles.partitions_defs if d.name == "date"]
+    assert isinstance(dates, dg.MonthlyPartitionsDefinition)
     assert defs.resolve_job_def("markets_refresh").partitions_def is None
     perps = defs.resolve_job_def("binance_load_perps_monthly").partitions_def
     assert isinstance(perps, dg.MultiPartitionsDefinition)

@@ -30,12 +30,13 @@ SPOT = {
 
 
 def _key(exchange: str) -> str:
-    return f"2024-01-02|{SPOT[exchange]}"
+    """The month partition of the tape's candles (candles are partitioned monthly)."""
+    return f"2024-01-01|{SPOT[exchange]}"
 
 
 @pytest.fixture
 def spot(replay_world: ReplayWorld, db_url: str) -> Iterator[Quality]:
-    """One day of 1m BTC spot candles from all four venues."""
+    """The tape's 1m BTC spot candles (one month partition) from all four venues."""
     with dg.instance_for_test() as instance:
         sync_symbol_partitions(instance, replay_world.universe)
         quality = Quality(replay_world, instance, db_url)

@@ -410,7 +410,7 @@ def test_rendering_follows_the_universe(project_env: pytest.MonkeyPatch, tmp_pat
 
     ohlcv = line_of("asset binance/ohlcv_1m")
     assert (
-        "partitions=multi(date=daily from 2024-01-01 end_offset=1, "
+        "partitions=multi(date=monthly from 2024-01-01 end_offset=1, "
         "symbol=dynamic binance_symbols)" in ohlcv
     )
     assert "group=binance" in ohlcv and "deps=[binance/markets]" in ohlcv

@@ -16,6 +16,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 import pytest
 
 from crypto_pipelines.domain.gaps import Range, merge_adjacent, slots_in
@@ -26,9 +27,9 @@ from crypto_pipelines.storage.gaps import GapStore
 from crypto_pipelines.storage.store import MarketStore
 from crypto_pipelines_tests.conftest import REAL_TAPES, require_shared
 from crypto_pipelines_tests.defs.gap_helpers import (
-    day_keys,
     evaluations,
     gap_world,
+    month_keys,
     ranges_of,
     series,
     tape_runs,
@@ -61,20 +62,20 @@ def test_real_tape_gaps_reported_exactly_then_confirmed(
     step = timeframe_ms(timeframe)
     expected = tape_runs(tape_file, step)
     assert len(expected) == runs
-    # the tape ends inside the last day, which is closed: its tail is missing as well
-    end = int(datetime(start.year, start.month, start.day, tzinfo=UTC).timestamp() * 1000)
-    expected += trailing_run(tape_file, step, end + days * DAY)
+    # the tape ends inside its month, which is closed: the month's tail is missing as well
+    keys = month_keys(start.isoformat(), days, symbol)
+    month_end = pd.Timestamp(keys[-1].split("|")[0], tz="UTC") + pd.offsets.MonthBegin(1)
+    expected += trailing_run(tape_file, step, int(month_end.timestamp() * 1000))
     the_universe = universe(**{exchange: series(symbol, (timeframe,), start)})
     db_url = f"sqlite:///{tmp_path / 'market.db'}"
     asset = f"ohlcv_{timeframe}"
-    keys = day_keys(start.isoformat(), days, symbol)
     with gap_world(the_universe, real_server.url, db_url, max_runs_per_tick=50) as world:
         result = world.materialize(exchange, asset, keys[0], keys[-1])
         assert result.success  # a failed check does not fail the run (not blocking)
         found = evaluations(result)
         assert set(found) == set(keys)
         reported = [r for key in keys for r in ranges_of(found[key])]
-        # a run that straddles midnight is reported by both days, one part each
+        # a run that straddles a month's end is reported by both months, one part each
         assert merge_adjacent(reported, step) == expected
         for evaluation in found.values():
             mine = ranges_of(evaluation)
@@ -119,6 +120,7 @@ def test_real_tape_gaps_reported_exactly_then_confirmed(
 T0 = int(datetime(2024, 1, 1, tzinfo=UTC).timestamp() * 1000)
 DAY = 1440 * MINUTE_MS
 HOLES_MINUTES = [*range(100, 105), 1439, 1440, 1441, 2000]  # one run straddles midnight
+MONTH = "2024-01-01|BTC/USDT"
 
 
 @dataclass
@@ -166,15 +168,17 @@ def punched_tape(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PunchedTa
     _punch(folder / "trades.csv", {ids[i] for i in dropped}, 1)
 
     tape = Tape.load(root)
-    clock = ReplayClock(start_ms=T0 + 3 * DAY, speed=0)
+    # the clock at the tape's end: the month partition's window ends there, complete
+    clock = ReplayClock(start_ms=T0 + 2 * DAY, speed=0)
     with ReplayServer(tape, clock=clock) as server:
         day1, day2 = "2024-01-01|BTC/USDT", "2024-01-02|BTC/USDT"
         yield PunchedTape(
             server,
             {
-                day1: [(T0 + 100 * MINUTE_MS, T0 + 104 * MINUTE_MS), (T0 + 1439 * MINUTE_MS,) * 2],
-                day2: [
-                    (T0 + 1440 * MINUTE_MS, T0 + 1441 * MINUTE_MS),
+                # candles are partitioned monthly: one partition, the midnight run whole
+                MONTH: [
+                    (T0 + 100 * MINUTE_MS, T0 + 104 * MINUTE_MS),
+                    (T0 + 1439 * MINUTE_MS, T0 + 1441 * MINUTE_MS),
                     (T0 + 2000 * MINUTE_MS,) * 2,
                 ],
             },
@@ -193,26 +197,25 @@ def test_punched_holes_fail_with_their_ranges_then_confirm(
     the_universe = universe(binance=series("BTC/USDT", ("1m",), date(2024, 1, 1), trades=True))
     days = ("2024-01-01|BTC/USDT", "2024-01-02|BTC/USDT")
     with gap_world(the_universe, punched_tape.server.url, db_url) as world:
-        candles = evaluations(world.materialize("binance", "ohlcv_1m", *days))
+        (candles,) = evaluations(world.materialize("binance", "ohlcv_1m", MONTH, MONTH)).values()
         trades = evaluations(world.materialize("binance", "trades", *days))
+        assert not candles.passed and candles.severity == ERROR
+        assert ranges_of(candles) == punched_tape.candle_holes[MONTH]
+        assert candles.metadata["missing_candles"].value == slots_in(
+            punched_tape.candle_holes[MONTH], MINUTE_MS
+        )
+        assert candles.metadata["present_candles"].value == 2880 - len(HOLES_MINUTES)
         for key in days:
-            assert not candles[key].passed and candles[key].severity == ERROR
-            assert ranges_of(candles[key]) == punched_tape.candle_holes[key]
-            assert candles[key].metadata["missing_candles"].value == slots_in(
-                punched_tape.candle_holes[key], MINUTE_MS
-            )
             assert not trades[key].passed
             assert ranges_of(trades[key]) == punched_tape.trade_holes[key]
             assert trades[key].metadata["missing_ids"].value == slots_in(
                 punched_tape.trade_holes[key], 1
             )
-        assert candles[days[0]].metadata["present_candles"].value == 1440 - 6
 
         # the exchange has none of them: one repair confirms them all
         requests = list(world.tick().run_requests or [])
         assert sorted((r.asset_selection[0].path[-1], r.partition_key) for r in requests) == [
-            ("ohlcv_1m", days[0]),
-            ("ohlcv_1m", days[1]),
+            ("ohlcv_1m", MONTH),
             ("trades", days[0]),
             ("trades", days[1]),
         ]

@@ -20,8 +20,8 @@ from crypto_pipelines.replay import ReplayClock, ReplayServer, Tape
 from crypto_pipelines.replay.synth import SynthSpec, write_synthetic_tape
 from crypto_pipelines.storage.store import MarketStore
 
-START = datetime(2024, 1, 1, tzinfo=UTC)
-DAYS = 20
+START = datetime(2024, 1, 20, tzinfo=UTC)
+DAYS = 20  # 2024-01-20 to 2024-02-08: two month partitions of 1m candles
 BIN = Path(sys.executable).parent
 
 
@@ -98,7 +98,7 @@ def test_sigkill_mid_run_then_rerun_completes_without_duplicates(
     expected = len(long_tape.exchanges["binance"].symbols["BTC/USDT"].ohlcv["1m"])
     with ReplayServer(long_tape, clock=clock) as server:
         env = _env(tmp_path, server, db_url)
-        rng = ["--partition-range", f"2024-01-01|BTC/USDT...2024-01-{DAYS:02d}|BTC/USDT"]
+        rng = ["--partition-range", "2024-01-01|BTC/USDT...2024-02-01|BTC/USDT"]
         _set_latency(
             server, 150
         )  # ~29 requests: several seconds, chunks of 10,000 stored as they come
@@ -135,6 +135,8 @@ def test_sigkill_mid_run_then_rerun_completes_without_duplicates(
         finally:
             store.close()
     assert len(frame) == expected and frame["ts"].is_unique and frame["ts"].is_monotonic_increasing
+    february = int(datetime(2024, 2, 1, tzinfo=UTC).timestamp() * 1000)
+    assert frame["ts"].iloc[0] < february <= frame["ts"].iloc[-1]  # both months of the range
     series = long_tape.exchanges["binance"].symbols["BTC/USDT"].ohlcv["1m"]
     assert frame["ts"].tolist() == series.file.ts.tolist()
     assert frame["close"].tolist() == [float(c.close) for c in series.rows(0, len(series))]

@@ -31,9 +31,11 @@ from crypto_pipelines.storage.gaps import GapStore
 from crypto_pipelines.storage.rejections import rejections
 from crypto_pipelines.storage.store import MarketStore
 
-T0 = 1_704_067_200_000  # 2024-01-01
+T0 = 1_706_659_200_000  # 2024-01-31: the tape's two days straddle a month boundary
 M = 60_000
 DAY = 1440 * M
+JANUARY, FEBRUARY = "2024-01-01", "2024-02-01"  # the candles' (and funding's) months
+DAY_1 = "2024-01-31"  # trades' and open interest's first day
 SPOT, PERP = "BTC/USDT", "BTC/USDT:USDT"
 BAD_CANDLES = {100: "high", 200: "volume"}  # minute -> what is wrong with it
 
@@ -73,7 +75,8 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    clock = ReplayClock(start_ms=T0 + 3 * DAY, speed=0)
+    # "Now" is the tape's end: every candle on it is closed, none is due after it.
+    clock = ReplayClock(start_ms=T0 + 2 * DAY, speed=0)
     path = tmp_path_factory.mktemp("universe") / "universe.yaml"
     path.write_text(
         "source: replay\nexchanges:\n  binance:\n"
@@ -125,16 +128,16 @@ CASES = [
     # asset, partition, dataset, symbol, timeframe, rejected ts -> rules
     (
         "ohlcv_1m",
-        f"2024-01-01|{SPOT}",
+        f"{JANUARY}|{SPOT}",
         "ohlcv",
         SPOT,
         "1m",
         {T0 + 100 * M: ("high_ge_open_close",), T0 + 200 * M: ("volume_non_negative",)},
     ),
-    ("trades", f"2024-01-01|{SPOT}", "trades", SPOT, "", {T0 + 7000: ("amount_positive",)}),
+    ("trades", f"{DAY_1}|{SPOT}", "trades", SPOT, "", {T0 + 7000: ("amount_positive",)}),
     (
         "funding_rates",
-        f"2024-01-01|{PERP}",
+        f"{JANUARY}|{PERP}",
         "funding_rates",
         PERP,
         "",
@@ -142,7 +145,7 @@ CASES = [
     ),
     (
         "open_interest",
-        f"2024-01-01|{PERP}",
+        f"{DAY_1}|{PERP}",
         "open_interest",
         PERP,
         "",
@@ -196,17 +199,17 @@ def test_invalid_rows_quarantined_checked_and_resolved(
 def test_a_rejected_candle_is_a_gap_and_stays_a_confirmed_one_with_its_reason(
     world: World, db_url: str
 ) -> None:
-    partition = f"2024-01-02|{SPOT}"  # day 2 of the bad tape has valid candles only ...
+    partition = f"{FEBRUARY}|{SPOT}"  # the bad tape's February has valid candles only ...
     with dg.instance_for_test() as instance:
         sync_symbol_partitions(instance, world.universe)
-        first = _run(world, instance, db_url, "ohlcv_1m", f"2024-01-01|{SPOT}", server=world.bad)
+        first = _run(world, instance, db_url, "ohlcv_1m", f"{JANUARY}|{SPOT}", server=world.bad)
         gaps = _evaluation(first, "gaps")
         again = _run(
             world,
             instance,
             db_url,
             "ohlcv_1m",
-            f"2024-01-01|{SPOT}",
+            f"{JANUARY}|{SPOT}",
             server=world.bad,
             refetch=True,
         )
@@ -221,3 +224,4 @@ def test_a_rejected_candle_is_a_gap_and_stays_a_confirmed_one_with_its_reason(
     assert "high_ge_open_close" in (records[0].reason or "")
     assert "volume_non_negative" in (records[1].reason or "")
     assert _evaluation(other, "gaps").passed and _evaluation(other, "schema").passed
+    assert _evaluation(other, "gaps").metadata["present_candles"].value == 1440  # Feb 1, whole

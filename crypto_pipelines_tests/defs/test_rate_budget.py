@@ -68,6 +68,11 @@ def test_a_materialization_spends_from_the_shared_budget(
     with sqlite3.connect(path) as conn:
         tables = [r[0] for r in conn.execute("select name from sqlite_master where type='table'")]
         units = {t: conn.execute(f'select count(*) from "{t}"').fetchone()[0] for t in tables}
-    # exchangeInfo (20), the server time (1) and two 1,000-candle pages of klines (2 each)
-    assert units["budget_spot_request_weight_60000"] == 20 + 1 + 2 * 2
+    # The month partition asks for January up to "now": klines walks the tape's candles in
+    # 1,000-candle pages until a short page ends it (the tape's 3 days: 4 full pages and a
+    # short one). Each page weighs 2, exchangeInfo 20 and the server time 1.
+    candles = replay_world.tape.exchanges["binance"].symbols["BTC/USDT"].ohlcv["1m"]
+    pages = len(candles) // 1000 + 1
+    assert pages == 5
+    assert units["budget_spot_request_weight_60000"] == 20 + 1 + 2 * pages
     assert units["budget_usd_m_request_weight_60000"] == 1  # fapi exchangeInfo (markets)

@@ -3,12 +3,14 @@ exchanges, into SQLite and PostgreSQL.
 
 Each case backfills a partition range of one series in one run (as a backfill does), with
 the asset's ``schema`` and ``gaps`` checks, from a replay exchange serving the real tapes.
-The expectation is the tape itself, read with plain pandas: the stored rows must be exactly
-the tape's rows inside the materialized partitions (candles the exchange does not have stay
-absent, values bit for bit), every partition's ``schema`` check passes, the ``gaps`` check
-counts exactly the tape's missing candles (trade ids; for candles, through the end of the
-closed window, since the exchange answered it whole), and a second run of the same range
-writes nothing and changes nothing.
+Candles of every timeframe and funding rates are partitioned by month, trades by day, so a
+case's range is the months (or days) the tape touches, or part of them. The expectation is
+the tape itself, read with plain pandas: the stored rows must be exactly the tape's rows
+inside the materialized partitions (candles the exchange does not have stay absent, values
+bit for bit, nothing outside the partitions), every partition's ``schema`` check passes, the
+``gaps`` check counts exactly the tape's missing candles (trade ids; for candles, through the
+end of the closed window, since the exchange answered it whole), and a second run of the
+same range writes nothing and changes nothing.
 """
 
 from __future__ import annotations
@@ -67,7 +69,8 @@ class Case:
 
     @property
     def monthly(self) -> bool:
-        return self.asset == "funding_rates" or STEP_MS.get(self.timeframe or "", 0) >= 3_600_000
+        """Candles (every timeframe) and funding rates are monthly; trades are daily."""
+        return self.dataset in ("ohlcv", "funding_rates")
 
     @property
     def tape_file(self) -> str:
@@ -88,15 +91,20 @@ class Case:
 
 
 CASES = [
-    # 673 minutes without trades in the window, which starts a day into the tape
-    Case("binance", "XRP/ETH", "ohlcv_1m", "2019-10-12", "2019-10-13"),
+    # October 2019 holds the whole tape (10-11 to 10-13 11:19): 1,091 minutes without trades
+    # inside it, and the rest of the month missing at the exchange
+    Case("binance", "XRP/ETH", "ohlcv_1m", "2019-10-01", "2019-10-01"),
     Case("binance", "XRP/ETH", "trades", "2019-10-11", "2019-10-13"),  # 12,477 aggTrades
-    Case("binance", "XRP/USDT:USDT", "ohlcv_1h", "2021-11-01", "2021-12-01"),
-    Case("binance", "XRP/USDT:USDT", "funding_rates", "2021-11-01", "2021-12-01"),
-    Case("okx", "DASH/BTC", "ohlcv_5m", "2018-01-26", "2018-01-28"),  # two missing candles
+    Case("binance", "XRP/USDT:USDT", "ohlcv_1h", "2021-11-01", "2021-12-01"),  # December empty
+    Case("binance", "XRP/USDT:USDT", "funding_rates", "2021-11-01", "2021-12-01"),  # both hold rows
+    # the window starts a month into the tape (11-18 to 12-18): November's rows stay unstored
+    Case("binance", "XRP/USDT:USDT", "funding_rates", "2021-12-01", "2021-12-01"),
+    # January 2018 holds the 5m tapes (01-10 to 01-30 04:50): two missing candles inside
+    # OKX's and Bybit's, none inside Coinbase's, and the month's tail missing at the exchange
+    Case("okx", "DASH/BTC", "ohlcv_5m", "2018-01-01", "2018-01-01"),
     Case("bybit", "BTC/USDT:USDT", "ohlcv_1h", "2021-11-01", "2021-12-01"),  # volume is nan
-    Case("bybit", "ZEC/BTC", "ohlcv_5m", "2018-01-26", "2018-01-27"),  # two missing candles
-    Case("coinbaseexchange", "ETC/BTC", "ohlcv_5m", "2018-01-28", "2018-01-30"),  # tape ends 04:45
+    Case("bybit", "ZEC/BTC", "ohlcv_5m", "2018-01-01", "2018-01-01"),
+    Case("coinbaseexchange", "ETC/BTC", "ohlcv_5m", "2018-01-01", "2018-01-01"),
 ]
 
 

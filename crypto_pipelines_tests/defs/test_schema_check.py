@@ -18,9 +18,11 @@ from crypto_pipelines.defs.universe_sync import sync_symbol_partitions
 from crypto_pipelines_tests.defs.conftest import DAY_MS, START_MS, ReplayWorld
 from crypto_pipelines_tests.defs.quality_helpers import Quality, evaluations, meta, rows_by_ts
 
-DAY1 = "2024-01-01|BTC/USDT"
-DAY2 = "2024-01-02|BTC/USDT"
+JAN = "2024-01-01|BTC/USDT"  # candles are partitioned monthly: the tape's three days
+FEB = "2024-02-01|BTC/USDT"  # after the tape: a partition with nothing in it
+DAY2 = "2024-01-02|BTC/USDT"  # trades are partitioned daily
 DAY2_MS = START_MS + DAY_MS
+FEB_MS = 1_706_745_600_000
 OHLCV = ("binance", "ohlcv_1m")
 
 
@@ -33,11 +35,12 @@ def quality(replay_world: ReplayWorld, db_url: str) -> Iterator[Quality]:
 
 @pytest.fixture
 def loaded(quality: Quality) -> Quality:
-    """binance BTC/USDT 1m for two days, loaded in one run with its schema check."""
-    result = quality.materialize([OHLCV], [quality.check(SCHEMA_CHECK, *OHLCV)], (DAY1, DAY2))
+    """binance BTC/USDT 1m for two months (the tape's days and an empty month), loaded in one
+    run with its schema check."""
+    result = quality.materialize([OHLCV], [quality.check(SCHEMA_CHECK, *OHLCV)], (JAN, FEB))
     assert result.success
     found = evaluations(result, SCHEMA_CHECK, *OHLCV)
-    assert set(found) == {DAY1, DAY2} and all(e.passed for e in found.values())
+    assert set(found) == {JAN, FEB} and all(e.passed for e in found.values())
     return quality
 
 
@@ -63,22 +66,24 @@ def test_every_dataset_asset_has_a_blocking_schema_check(replay_world: ReplayWor
 
 
 def test_a_range_run_checks_each_partition_and_passes(loaded: Quality) -> None:
-    # `loaded` ran the asset and its check over two daily partitions in one run.
-    result = loaded.run_checks([loaded.check(SCHEMA_CHECK, *OHLCV)], (DAY1, DAY2))
+    # `loaded` ran the asset and its check over two monthly partitions in one run.
+    result = loaded.run_checks([loaded.check(SCHEMA_CHECK, *OHLCV)], (JAN, FEB))
     assert result.success
     found = evaluations(result, SCHEMA_CHECK, *OHLCV)
-    assert set(found) == {DAY1, DAY2}
-    for key, start in ((DAY1, START_MS), (DAY2, DAY2_MS)):
+    assert set(found) == {JAN, FEB}
+    for key, start, end in ((JAN, START_MS, FEB_MS), (FEB, FEB_MS, FEB_MS + 29 * DAY_MS)):
         assert found[key].passed
-        assert meta(found[key], "rows_checked") == len(_stored_ts(loaded, start, start + DAY_MS))
-        assert meta(found[key], "rows_checked") > 1000
+        assert meta(found[key], "rows_checked") == len(_stored_ts(loaded, start, end))
         assert meta(found[key], "failures_by_rule") == {}
+    assert meta(found[JAN], "rows_checked") > 3 * 1000
+    assert meta(found[FEB], "rows_checked") == 0
 
 
 def test_corrupted_rows_are_found_by_their_rules_and_left_untouched(
     loaded: Quality, db_url: str
 ) -> None:
     before = loaded.table("ohlcv")
+    month = _stored_ts(loaded, START_MS, FEB_MS)
     ts = _stored_ts(loaded, DAY2_MS, DAY2_MS + DAY_MS)
     high_below_low, negative_volume, misaligned_from, wrong_type = ts[10], ts[20], ts[30], ts[40]
     where = "exchange='binance' AND symbol='BTC/USDT' AND timeframe='1m' AND ts=:ts"
@@ -101,23 +106,23 @@ def test_corrupted_rows_are_found_by_their_rules_and_left_untouched(
     corrupted = loaded.table("ohlcv")
 
     check = loaded.check(SCHEMA_CHECK, *OHLCV)
-    result = loaded.run_checks([check], (DAY1, DAY2))
+    result = loaded.run_checks([check], (JAN, FEB))
     assert not result.success  # blocking: a failed ERROR evaluation fails the step
     found = evaluations(result, SCHEMA_CHECK, *OHLCV)
-    assert found[DAY1].passed
-    bad = found[DAY2]
+    assert found[FEB].passed
+    bad = found[JAN]
     assert not bad.passed and bad.severity == dg.AssetCheckSeverity.ERROR
     assert meta(bad, "failures_by_rule") == {rules[0]: 1 for rules in expected.values()}
-    assert meta(bad, "rows_checked") == len(ts) + 1
+    assert meta(bad, "rows_checked") == len(month) + 1
     assert meta(bad, "rows_failed") == len(expected)
     assert rows_by_ts(meta(bad, "failing_rows")) == expected
     table = meta(bad, "failing_rows_table")
     assert "high_ge_open_close" in table and "2024-01-02T00:10:00.000+00:00" in table
 
     # The same partition alone: Dagster's own AssetCheckResult, recorded for the partition.
-    single = loaded.run_checks([check], DAY2)
+    single = loaded.run_checks([check], JAN)
     (evaluation,) = evaluations(single, SCHEMA_CHECK, *OHLCV).values()
-    assert evaluation.partition == DAY2 and not evaluation.passed
+    assert evaluation.partition == JAN and not evaluation.passed
     assert rows_by_ts(meta(evaluation, "failing_rows")) == expected
 
     # The check read; it changed nothing, and the rows that were never touched are as loaded.
@@ -143,7 +148,7 @@ def test_a_duplicate_key_in_a_table_without_its_primary_key(loaded: Quality, db_
         " AND timeframe='1m' AND ts=:ts",
         ts=copied,
     )
-    result = loaded.run_checks([loaded.check(SCHEMA_CHECK, *OHLCV)], DAY2)
+    result = loaded.run_checks([loaded.check(SCHEMA_CHECK, *OHLCV)], JAN)
     (evaluation,) = evaluations(result, SCHEMA_CHECK, *OHLCV).values()
     assert not evaluation.passed
     assert meta(evaluation, "failures_by_rule") == {"unique_key": 2}
@@ -174,9 +179,9 @@ def test_a_trade_stored_again_under_another_spelling_of_its_id(quality: Quality)
 
 def test_rows_after_the_check_time_are_outside_the_partition(quality: Quality) -> None:
     """A candle that has not closed yet, or one from the future, lies outside every complete
-    partition: found in the current day's partition."""
+    partition: found in the current month's partition."""
     now = int(time.time() * 1000)
-    today = time.strftime("%Y-%m-%d", time.gmtime(now / 1000))
+    this_month = time.strftime("%Y-%m-01", time.gmtime(now / 1000))
     day_start = now - now % DAY_MS
     current_minute = now - now % 60_000  # its candle is still open
     last_minute = day_start + DAY_MS - 60_000  # open or in the future
@@ -186,7 +191,7 @@ def test_rows_after_the_check_time_are_outside_the_partition(quality: Quality) -
         quality.sql(
             "INSERT INTO ohlcv VALUES ('binance', 'BTC/USDT', '1m', :ts, 1, 2, 0.5, 1.5, 3)", ts=ts
         )
-    result = quality.run_checks([quality.check(SCHEMA_CHECK, *OHLCV)], f"{today}|BTC/USDT")
+    result = quality.run_checks([quality.check(SCHEMA_CHECK, *OHLCV)], f"{this_month}|BTC/USDT")
     (evaluation,) = evaluations(result, SCHEMA_CHECK, *OHLCV).values()
     assert meta(evaluation, "failures_by_rule") == {"inside_partition": len(outside)}
     assert set(rows_by_ts(meta(evaluation, "failing_rows"))) == outside

@@ -31,7 +31,7 @@ import dagster as dg
 
 from crypto_pipelines.defs.assets.market_data import REFETCH_TAG
 from crypto_pipelines.defs.checks.gaps import gap_checked_assets
-from crypto_pipelines.defs.partitions import symbol_set
+from crypto_pipelines.defs.partitions import partition_window, symbol_set
 from crypto_pipelines.defs.resources import MarketStoreResource
 from crypto_pipelines.domain.universe import Universe
 from crypto_pipelines.storage.gaps import GapStore, RepairTarget
@@ -190,7 +190,16 @@ def _known(
     if asset_key not in checked:
         return False
     start = starts.get(series.exchange)
-    if start is None or datetime.fromtimestamp(target.window_start / 1000, tz=UTC).date() < start:
+    if start is None:
+        return False
+    if checked[asset_key]:  # monthly partitions begin on the 1st of the start's month
+        start = start.replace(day=1)
+    if datetime.fromtimestamp(target.window_start / 1000, tz=UTC).date() < start:
+        return False
+    # A window recorded under another partitioning (daily 1m candles, before candles became
+    # monthly) is no partition of the asset: a request for it would fail the whole tick.
+    window = partition_window(target_partition_key(target), monthly=checked[asset_key])
+    if window != (target.window_start, target.window_end):
         return False
     partitions = symbol_set(series.exchange, series.spec).name
     return instance.has_dynamic_partition(partitions, series.symbol)

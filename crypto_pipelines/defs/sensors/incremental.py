@@ -1,5 +1,9 @@
 """Incremental loads: per exchange, a sensor that keeps every series current.
 
+On a new install, while the exchange's catalog is not stored, a tick requests
+``<exchange>/markets`` and nothing else: listings and delistings come from it, so no partition
+before a market's listing is requested and left empty.
+
 ``<exchange>_incremental_sensor`` (default RUNNING, every ``incremental.interval_seconds``,
 45 s unless the universe says otherwise) asks the exchange for its clock (one ``fetch_time`` per
 tick), reads each series' newest stored ``ts`` and the exchange's stored listing, and requests
@@ -9,7 +13,7 @@ the same dates share one run (``defs.run_requests``). Each tick:
 
 - requests at most ``incremental.max_runs_per_tick`` runs, finalizations first, then the
   series furthest behind; deferred series are picked up by the next tick;
-- finalizes each day's (1h+ candles and funding: month's) partition once after it closed;
+- finalizes each day's (candles and funding: month's) partition once after it closed;
 - gives every run a key made of asset, partitions, symbols and watermark (``final`` for a
   finalization), so the same new data never launches two runs;
 - keeps its cursor as JSON: per series (``<asset>|<symbol>``) the newest ``ts`` requested
@@ -265,9 +269,24 @@ def _request(exchange: str, unit: _Unit, plans: list[SeriesPlan]) -> dg.RunReque
     )
 
 
+MARKETS_RETRY_MS = 600_000
+"""While an exchange's catalog is not stored, ``<exchange>/markets`` is requested at most
+once per this span (run keys differ per span), so a failed load is retried, not repeated."""
+
+
+def catalog_stored(store: MarketStore, exchange: str) -> bool:
+    """Whether ``<exchange>/markets`` has stored any of the exchange's instruments."""
+    return (
+        store.count("crypto_pairs", exchange=exchange)
+        + store.count("crypto_perps", exchange=exchange)
+        > 0
+    )
+
+
 def incremental_sensor(exchange: str, config: ExchangeUniverse) -> dg.SensorDefinition:
     """The ``<exchange>_incremental_sensor`` (see the module docstring)."""
     keys = [dg.AssetKey([exchange, asset.name]) for asset in series_assets(exchange, config)]
+    markets = dg.AssetKey([exchange, "markets"])
     dates = {m: date_partitions(config.start.isoformat(), monthly=m) for m in (False, True)}
 
     def date_exists(date_key: str, monthly: bool) -> bool:
@@ -277,7 +296,7 @@ def incremental_sensor(exchange: str, config: ExchangeUniverse) -> dg.SensorDefi
         name=sensor_name(exchange),
         minimum_interval_seconds=config.incremental.interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        asset_selection=keys,  # runs go to the implicit asset job: any partitioning, checks included
+        asset_selection=[markets, *keys],  # the implicit asset job: any partitioning, checks too
         description=f"Requests runs for {exchange}'s partitions that have new closed candles, "
         "trades or funding rates; finalizes each partition once after it closed.",
         tags={"exchange": exchange},
@@ -292,10 +311,24 @@ def incremental_sensor(exchange: str, config: ExchangeUniverse) -> dg.SensorDefi
         except (ccxt.BaseError, FetchError) as exc:
             # A skip, not an empty result: the tick's page says why, and the cursor is kept.
             return dg.SkipReason(f"{exchange} clock unavailable: {exc}")
+        store = market_store.store()
+        if not catalog_stored(store, exchange):
+            # A new install: the catalog holds each market's listing and delisting, without
+            # which partitions before a listing would be requested and stay empty. Nothing
+            # else until it is stored; asked again every MARKETS_RETRY_MS while it is not.
+            context.log.info(
+                f"{exchange}: no stored markets yet, requesting {markets.to_user_string()} first"
+            )
+            request = dg.RunRequest(
+                run_key=f"{exchange}/markets:first:{now // MARKETS_RETRY_MS}",
+                asset_selection=[markets],
+                tags={INCREMENTAL_TAG: "markets", "exchange": exchange},
+            )
+            return dg.SensorResult(
+                run_requests=[request], cursor=context.cursor or write_cursor({}, now)
+            )
         symbols = partition_orders(context.instance, exchange, config)
-        tick = plan_tick(
-            exchange, config, market_store.store(), symbols, now, context.cursor, date_exists
-        )
+        tick = plan_tick(exchange, config, store, symbols, now, context.cursor, date_exists)
         if tick.deferred:
             context.log.info(
                 f"{len(tick.run_requests)} runs requested, {tick.deferred} left for the next tick"
