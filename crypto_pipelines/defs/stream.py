@@ -5,9 +5,12 @@ loop) while the op's thread watches it: every ``report_every_s`` seconds, when a
 closes, and when the run ends it logs the statistics and records materializations of the
 stream-fed partitions (``<exchange>/trades`` and ``<exchange>/ohlcv_<tf>``, ``date|symbol``)
 with rows and lag: a few events a minute, never one per message (each Dagster event costs
-~10 ms on SQLite). When the run is terminated Dagster raises
-``DagsterExecutionInterruptedError`` (a BaseException) in the op's thread: the service is
-told to stop, flushes every buffer and closes every connection before the op gives up.
+~10 ms on SQLite). Order book snapshots (``books`` on) are stored and counted in the
+statistics but have no asset: there is no REST history of books to partition and backfill.
+
+When the run is terminated Dagster raises ``DagsterExecutionInterruptedError`` (a
+BaseException) in the op's thread: the service is told to stop, flushes every buffer and
+closes every connection before the op gives up.
 
 ``market_stream_supervisor`` starts the job whenever no run of it is queued or started, also
 after a crash, so the stream runs as long as the sensor is on. It is off by default: a stream
@@ -50,6 +53,11 @@ class StreamConfig(dg.Config):
     stop_after_s: float = Field(default=0.0, description="0: until the run is terminated")
     flush_ms: int = 250
     watchdog_s: float = 30.0
+    books: bool = Field(
+        default=False, description="order book snapshots too (table order_book_snapshots)"
+    )
+    book_depth: int = Field(default=10, ge=1, description="book levels stored per side")
+    book_every_s: float = Field(default=1.0, gt=0, description="one book snapshot this often")
 
 
 class _Runner:
@@ -154,6 +162,9 @@ def stream_job(universe: Universe) -> dg.JobDefinition:
             timeframes=tuple(config.timeframes),
             flush_ms=config.flush_ms,
             watchdog_s=config.watchdog_s,
+            books=config.books,
+            book_depth=config.book_depth,
+            book_every_s=config.book_every_s,
         )
         service = StreamService(
             chosen,

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 import ccxt
 
+from crypto_pipelines.exchanges.book_checks import with_book_checks
 from crypto_pipelines.exchanges.budget import SharedBudget, attach
 from crypto_pipelines.exchanges.routing import point_ccxt_at, replay_url_from_env
 from crypto_pipelines.exchanges.venues import get_venue
@@ -139,25 +140,40 @@ def make_client(
     return client
 
 
+REPLAY_PLACEHOLDER_KEYS: dict[str, str] = {
+    "apiKey": "replay",
+    "secret": "cmVwbGF5",  # base64, as Coinbase's secrets are
+    "password": "replay",
+}
+"""What a stream client routed to the replay exchange signs with when a channel needs a
+signature: the replay checks none, and real keys never leave for it."""
+
+
 def make_stream_client(
     exchange_id: str,
     *,
     options: Mapping[str, Any] | None = None,
     replay_url: str | None = None,
     timeout_ms: int = DEFAULT_TIMEOUT_MS,
+    signed: bool = False,
 ) -> Any:
     """A stock ccxt.pro client (WebSockets) for one of the supported venues, with the venue's
     ``ccxt_options`` and ``ws_options`` (which streams match what the REST loader stores) and
     every URL routed to the replay exchange when one is configured, as ``make_client`` does.
-    Public data only: no credentials. ccxt.pro is imported when asked for (it pulls in the
-    async flavour and aiohttp)."""
+    Public data only, unless ``signed``: for public channels a venue serves only to signed
+    subscriptions (Coinbase Exchange's ``level2`` book), the venue's keys from the
+    environment, or placeholders when routed to the replay exchange. The class is the stock
+    one but for the book checks ccxt.pro leaves out (``exchanges.book_checks``: OKX's
+    checksum). ccxt.pro is imported when asked for (it pulls in the async flavour and
+    aiohttp)."""
     spec = get_venue(exchange_id)
     module: Any = importlib.import_module("ccxt.pro")
     merged = _merge(_merge(spec.ccxt_options, spec.ws_options), options or {})
-    client = getattr(module, exchange_id)(
-        {"enableRateLimit": True, "timeout": timeout_ms, "options": merged}
-    )
+    config: dict[str, Any] = {"enableRateLimit": True, "timeout": timeout_ms, "options": merged}
     target = replay_url or replay_url_from_env()
+    if signed:
+        config.update(REPLAY_PLACEHOLDER_KEYS if target else credentials_from_env(exchange_id))
+    client = with_book_checks(exchange_id, getattr(module, exchange_id))(config)
     if target is not None:
         point_ccxt_at(client, target)
         log.debug("%s stream client routed to the replay exchange at %s", exchange_id, target)

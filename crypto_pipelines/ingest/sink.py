@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import pandera.errors as pa_errors
 
-from crypto_pipelines.domain.datasets import MarketDataset, SeriesKey, get_market_dataset
+from crypto_pipelines.domain.datasets import MarketDataset, SeriesKey, get_stored_dataset
 from crypto_pipelines.domain.validation import DatasetValidationError, rule_keys, validate_frame
 from crypto_pipelines.storage.coverage import Span, add_coverage
 from crypto_pipelines.storage.engine import write_transaction
@@ -96,7 +96,7 @@ class Sink:
 
         ``series``: the one series every row belongs to, when the caller knows it (the REST
         loader); required with ``coverage``, the span of that series the batch answers."""
-        spec = get_market_dataset(dataset)
+        spec = get_stored_dataset(dataset)
         if coverage is not None and series is None:
             raise ValueError("coverage needs the series it covers")
         now = int(time.time() * 1000) if now_ms is None else now_ms
@@ -237,4 +237,10 @@ def row_keys(spec: MarketDataset, frame: pd.DataFrame) -> set[str]:
     return {key_text(values) for values in zip(*columns, strict=True)}
 
 
-__all__ = ["BatchReport", "DatasetValidationError", "Sink", "key_text", "row_keys"]
+__all__ = [
+    "BatchReport",
+    "DatasetValidationError",
+    "Sink",
+    "key_text",
+    "row_keys",
+]

@@ -26,8 +26,14 @@ def run(
     symbols: str = typer.Option(None, "--symbols", help="Comma-separated (default: universe)."),
     seconds: float = typer.Option(0, "--for", help="Stop after SECONDS (default: until signal)."),
     timeframes: str = typer.Option("", "--timeframes", help="Candles to stream too, e.g. 1m."),
+    books: bool = typer.Option(False, "--books", help="Order book snapshots too."),
+    book_depth: int = typer.Option(10, "--book-depth", min=1, help="Book levels per side."),
+    book_every_s: float = typer.Option(
+        1.0, "--book-every", min=0.01, help="One book snapshot per symbol every SECONDS."
+    ),
 ) -> None:
-    """Stream trades (and candles) of the universe's symbols into the market database."""
+    """Stream trades (and candles, and order books) of the universe's symbols into the market
+    database."""
     from crypto_pipelines.defs.universe_check import load_checked_universe
     from crypto_pipelines.exchanges.routing import replay_url_from_env
     from crypto_pipelines.storage.store import MarketStore
@@ -47,7 +53,12 @@ def run(
     }
     chosen = {e: names for e, names in chosen.items() if names}
     replay_url = replay_url_from_env() if universe.source == "replay" else None
-    settings = StreamSettings(timeframes=tuple(_split(timeframes) or ()))
+    settings = StreamSettings(
+        timeframes=tuple(_split(timeframes) or ()),
+        books=books,
+        book_depth=book_depth,
+        book_every_s=book_every_s,
+    )
 
     async def main() -> dict[str, object]:
         stop = asyncio.Event()

@@ -13,9 +13,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Kind = Literal["trades", "candles", "forming"]
+Kind = Literal["trades", "candles", "forming", "books"]
 """``candles`` are closed (stored); ``forming`` is the current candle as it changes (for caches
-and user handlers; never stored, as on the REST path)."""
+and user handlers; never stored, as on the REST path); ``books`` is one order book snapshot
+(the top levels of each side at one time, see ``stream.books``)."""
+
+
+class StreamStalled(Exception):
+    """No message for ``watchdog_s`` on an open connection (or, first, on one order book)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +39,14 @@ class StreamBatch:
     @property
     def dataset(self) -> str | None:
         """The table the rows belong in; None for rows that are not stored (forming)."""
-        return {"candles": "ohlcv", "trades": "trades"}.get(self.kind)
+        return _DATASETS.get(self.kind)
+
+
+_DATASETS: dict[str, str] = {
+    "candles": "ohlcv",
+    "trades": "trades",
+    "books": "order_book_snapshots",
+}
 
 
 def _number(value: Any) -> float:
@@ -80,4 +92,31 @@ def candle_rows(
             "volume": _number(c[5]) if len(c) > 5 else math.nan,
         }
         for c in candles
+    ]
+
+
+def book_rows(
+    exchange: str,
+    symbol: str,
+    ts: int,
+    bids: Sequence[Sequence[Any]],
+    asks: Sequence[Sequence[Any]],
+    depth: int,
+) -> list[dict[str, Any]]:
+    """The top ``depth`` levels of each side of a book (ccxt's ``[price, amount, ...]``
+    lists, best first) -> ``order_book_snapshots`` rows, all at ``ts``; ``level`` 0 is the
+    best price. The caller copies the levels out of ccxt's live book before anything else
+    can run on the event loop, so the rows are one consistent book."""
+    return [
+        {
+            "exchange": exchange,
+            "symbol": symbol,
+            "ts": ts,
+            "side": side,
+            "level": level,
+            "price": _number(entry[0]),
+            "amount": _number(entry[1]),
+        }
+        for side, levels in (("bid", bids), ("ask", asks))
+        for level, entry in enumerate(levels[:depth])
     ]

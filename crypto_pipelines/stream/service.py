@@ -17,7 +17,9 @@ datasets' columns, to every handler (the store writer first). It survives what W
   REST history still has. Upserts make the overlap harmless.
 
 A candle is passed on once it is closed: when a newer candle of the same series arrives (the
-forming one is never stored, as on the REST path). Plain Python: no Dagster.
+forming one is never stored, as on the REST path). With ``books`` on, each symbol's order book
+is watched too and its top levels passed on every ``book_every_s`` (``stream.books``: a book
+found inconsistent is taken afresh without dropping the connection). Plain Python: no Dagster.
 """
 
 from __future__ import annotations
@@ -34,20 +36,16 @@ from typing import Any
 from crypto_pipelines.domain.symbols import parse_symbol
 from crypto_pipelines.exchanges.client import make_stream_client
 from crypto_pipelines.storage.store import MarketStore
+from crypto_pipelines.stream.books import SIGNED_BOOKS, BookLoop
 from crypto_pipelines.stream.cache import RedisCache
 from crypto_pipelines.stream.catchup import RestCatchUp
-from crypto_pipelines.stream.events import StreamBatch, candle_rows, trade_rows
+from crypto_pipelines.stream.events import StreamBatch, StreamStalled, candle_rows, trade_rows
 from crypto_pipelines.stream.stats import StreamStats
 from crypto_pipelines.stream.writer import Handler, StoreWriter
 
 log = logging.getLogger(__name__)
 
-
 CLOSE_TIMEOUT_S = 2.0
-
-
-class StreamStalled(Exception):
-    """No message for ``watchdog_s`` on an open connection."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +65,13 @@ class StreamSettings:
     catch_up: bool = True
     catch_up_lookback_ms: int = 3_600_000
     """With no trade stored yet, how far back a catch-up starts (older history is a backfill)."""
+    books: bool = False
+    """Order book snapshots (``order_book_snapshots``): off by default, a book is the busiest
+    channel of a venue."""
+    book_depth: int = 10
+    """Levels stored per side (0 = best)."""
+    book_every_s: float = 1.0
+    """At most one snapshot per symbol this often."""
 
 
 def backoff_s(attempt: int, base: float, cap: float) -> float:
@@ -129,6 +134,15 @@ class ExchangeStream:
         count up by one: the next id tells whether the connection skipped a trade."""
         self._bridge: asyncio.Task[int] | None = None
         self._repairs: set[asyncio.Task[int]] = set()
+        self.books = BookLoop(
+            exchange,
+            stats,
+            emit,
+            self._next,
+            self._alive,
+            depth=settings.book_depth,
+            every_s=settings.book_every_s,
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
@@ -162,7 +176,12 @@ class ExchangeStream:
     # --- WebSocket -------------------------------------------------------------------------
 
     async def _watch(self, stop: asyncio.Event) -> None:
-        client = make_stream_client(self.exchange, replay_url=self.replay_url)
+        s = self.settings
+        client = make_stream_client(
+            self.exchange,
+            replay_url=self.replay_url,
+            signed=s.books and self.exchange in SIGNED_BOOKS,
+        )
         self._last_id.clear()  # the seam between connections is the catch-ups' to bridge
         loops: list[Awaitable[None]] = []
         try:
@@ -174,6 +193,8 @@ class ExchangeStream:
                         loops += [self._trades(client, [symbol]) for symbol in group]
             for timeframe in self.settings.timeframes:
                 loops += [self._candles(client, symbol, timeframe) for symbol in self.symbols]
+            if s.books:
+                loops += [self.books.run(client, symbol) for symbol in self.symbols]
             tasks = [asyncio.ensure_future(loop) for loop in loops]
             stopper = asyncio.ensure_future(stop.wait())
             try:
@@ -206,6 +227,9 @@ class ExchangeStream:
             return await asyncio.wait_for(watch, timeout=self.settings.watchdog_s)
         except TimeoutError:
             raise StreamStalled(f"no message for {self.settings.watchdog_s:g} s") from None
+
+    def _alive(self) -> None:
+        self.failures = 0
 
     async def _trades(self, client: Any, symbols: list[str]) -> None:
         many = len(symbols) > 1

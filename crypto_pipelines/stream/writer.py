@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import pandas as pd
 
+from crypto_pipelines.domain.datasets import MARKET_DATASETS
 from crypto_pipelines.domain.timeframes import DAY_MS
 from crypto_pipelines.ingest import Sink
 from crypto_pipelines.storage.store import MarketStore
@@ -107,7 +108,10 @@ class StoreWriter:
             self.stats.buffer_depth = self.depth
 
     def _touch(self, dataset: str, frame: pd.DataFrame) -> None:
-        """Count the committed rows per series and UTC day, for partition reports."""
+        """Count the committed rows per series and UTC day, for partition reports (of the
+        datasets that have partitions: order book snapshots have none)."""
+        if dataset not in MARKET_DATASETS:
+            return
         ts = pd.to_numeric(frame["ts"], errors="coerce")
         keys = frame.assign(
             _day=(ts // DAY_MS) * DAY_MS, _tf=frame.get("timeframe", ""), _ts=ts

@@ -17,6 +17,7 @@ from crypto_pipelines.exchanges import (
     get_venue,
     make_client,
 )
+from crypto_pipelines.exchanges.client import make_stream_client
 from crypto_pipelines.exchanges.venues import Anchor
 from crypto_pipelines.replay import ReplayServer
 from crypto_pipelines.replay.routing import REPLAY_URL_ENV
@@ -103,6 +104,31 @@ def test_credentials_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) 
     assert not make_client("okx").apiKey
     routed = make_client("binance", replay_url="http://127.0.0.1:9")
     assert not routed.apiKey and not routed.secret  # never sent to the replay exchange
+
+
+async def test_stream_client_keys_only_for_signed_channels(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Public by default; ``signed`` (Coinbase Exchange's level2 book) takes the keys from the
+    environment on the live venue and placeholders on the replay, never the real ones."""
+    import ccxt.pro
+
+    monkeypatch.delenv(REPLAY_URL_ENV, raising=False)
+    monkeypatch.setenv("CRYPTO_PIPELINES_COINBASEEXCHANGE_API_KEY", "real-key")
+    clients = [
+        make_stream_client("coinbaseexchange"),
+        make_stream_client("coinbaseexchange", signed=True),
+        make_stream_client("coinbaseexchange", signed=True, replay_url="http://127.0.0.1:9"),
+        make_stream_client("okx"),
+    ]
+    try:
+        assert not clients[0].apiKey and not clients[0].secret
+        assert (clients[1].apiKey, clients[2].apiKey) == ("real-key", "replay")
+        assert type(clients[0]) is ccxt.pro.coinbaseexchange
+        assert isinstance(clients[3], ccxt.pro.okx) and type(clients[3]) is not ccxt.pro.okx
+    finally:
+        for client in clients:
+            await client.close()
 
 
 def test_replay_url_from_the_environment(

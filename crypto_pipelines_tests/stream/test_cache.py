@@ -1,5 +1,5 @@
-"""The Redis hot cache against the machine's real Redis: the latest trade and candles per
-symbol as JSON, and every batch published on its channel."""
+"""The Redis hot cache against the machine's real Redis: the latest trade, candles and order
+book per symbol as JSON, and every batch published on its channel."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from crypto_pipelines.stream.cache import RedisCache
-from crypto_pipelines.stream.events import StreamBatch, candle_rows, trade_rows
+from crypto_pipelines.stream.events import StreamBatch, book_rows, candle_rows, trade_rows
 
 URL = os.environ.get("CRYPTO_PIPELINES_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 T0 = 1_704_067_200_000
@@ -64,3 +64,16 @@ async def test_latest_state_and_pubsub(cache: RedisCache) -> None:
     assert message is not None
     assert [r["trade_id"] for r in json.loads(message["data"])] == ["0", "1", "2"]
     await pubsub.aclose()
+
+
+async def test_latest_book_is_the_whole_snapshot(cache: RedisCache) -> None:
+    bids, asks = [[99.5, 1.0], [99.0, 2.0]], [[100.0, 0.5]]
+    rows = book_rows("binance", "BTC/USDT", T0, bids, asks, depth=10)
+    await cache.handle(StreamBatch("books", "binance", "BTC/USDT", rows, time.monotonic()))
+    book = json.loads(await cache.client.get(cache.key("book", "binance", "BTC/USDT")))
+    assert [(r["side"], r["level"], r["price"]) for r in book] == [
+        ("bid", 0, 99.5),
+        ("bid", 1, 99.0),
+        ("ask", 0, 100.0),
+    ]
+    assert await cache.client.get(cache.key("candle", "binance", "BTC/USDT", "")) is None

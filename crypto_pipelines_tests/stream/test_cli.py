@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from crypto_pipelines.replay import ReplayClock, ReplayServer
-from crypto_pipelines.replay.tape.writer import write_ohlcv, write_trades
+from crypto_pipelines.replay.tape import BookSnapshot
+from crypto_pipelines.replay.tape.writer import write_book, write_ohlcv, write_trades
 from crypto_pipelines.storage.store import MarketStore
 
 T0 = 1_704_067_200_000
@@ -27,6 +28,11 @@ def env(tmp_path: Path) -> Iterator[dict[str, str]]:
     trades = [(T0 + i * 1000, 100 + i, "buy", "42000.5", "0.01") for i in range(600)]
     write_trades(tmp_path / "tape", "okx", "BTC/USDT", trades)
     write_ohlcv(tmp_path / "tape", "okx", "BTC/USDT", "1m", [(T0, "1", "1", "1", "1", "1")])
+    books = [
+        BookSnapshot(T0 + i * 1000, [(f"{42000 - i % 3}", "1.5")], [(f"{42001 + i % 2}", "2")])
+        for i in range(600)
+    ]
+    write_book(tmp_path / "tape", "okx", "BTC/USDT", books)
     universe = tmp_path / "universe.yaml"
     universe.write_text(
         "source: replay\nexchanges:\n  okx:\n    symbols: [BTC/USDT]\n    timeframes: [1m]\n"
@@ -71,3 +77,14 @@ def test_sigterm_flushes_and_exits_cleanly(env: dict[str, str]) -> None:
     stats = json.loads(out.strip().splitlines()[-1])
     assert stats["uptime_s"] > 0 and stats["catch_up_rows"]["okx"] >= 121
     assert len(_stored(env)) >= 121
+
+
+def test_books_are_stored_with_books_on(env: dict[str, str]) -> None:
+    args = _cli("--for", "3", "--books", "--book-depth", "5", "--book-every", "0.2")
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    stats = json.loads(done.stdout.strip().splitlines()[-1])
+    with MarketStore.open(env["CRYPTO_PIPELINES_DB_URL"]) as store:
+        books = store.read("order_book_snapshots")
+    assert stats["messages"]["okx:books"] == books["ts"].nunique() >= 1, stats
+    assert set(books["side"]) == {"bid", "ask"} and set(books["level"]) == {0}
