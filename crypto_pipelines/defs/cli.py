@@ -41,3 +41,52 @@ def sync(
                 f"{result.partitions}: {len(result.added)} added {list(result.added)}, "
                 f"{len(result.removed)} removed {list(result.removed)}"
             )
+
+
+def refetch(
+    asset: str = typer.Argument(..., help="The asset, e.g. binance/ohlcv_1m."),
+    partition: str | None = typer.Option(None, help="One partition, e.g. '2024-03-01|BTC/USDT'."),
+    partition_range: str | None = typer.Option(
+        None,
+        "--partition-range",
+        help="A range of one symbol's partitions, e.g. '2024-01-01|BTC/USDT...2024-03-01|BTC/USDT'.",
+    ),
+) -> None:
+    """Refetch partitions whole from the exchange (ignoring coverage) and re-run their checks,
+    as gap repair does: one run on the Dagster instance of $DAGSTER_HOME, tagged
+    crypto_pipelines/refetch=true (`dagster asset materialize` cannot set tags)."""
+    import dagster as dg
+
+    from crypto_pipelines.defs.assets.market_data import REFETCH_TAG
+    from crypto_pipelines.defs.run_requests import RANGE_END_TAG, RANGE_START_TAG
+
+    if (partition is None) == (partition_range is None):
+        typer.echo("error: give exactly one of --partition or --partition-range", err=True)
+        raise typer.Exit(2)
+    tags = {REFETCH_TAG: "true"}
+    if partition_range is not None:
+        first, sep, last = partition_range.partition("...")
+        if not sep or not first or not last:
+            typer.echo(
+                f"error: --partition-range {partition_range!r} is not FIRST...LAST", err=True
+            )
+            raise typer.Exit(2)
+        tags |= {RANGE_START_TAG: first, RANGE_END_TAG: last}
+    from crypto_pipelines.definitions import defs
+
+    key = dg.AssetKey.from_user_string(asset)
+    if key not in set(defs.resolve_all_asset_keys()):
+        typer.echo(f"error: no asset {asset!r} in the code location", err=True)
+        raise typer.Exit(2)
+    job = defs.resolve_implicit_job_def_def_for_assets([key])
+    assert job is not None
+    with dg.DagsterInstance.get() as instance:
+        result = job.execute_in_process(
+            instance=instance,
+            asset_selection=[key],
+            partition_key=partition,
+            tags=tags,
+            raise_on_error=False,
+        )
+    typer.echo(f"run {result.run_id}: {'success' if result.success else 'FAILURE'}")
+    raise typer.Exit(0 if result.success else 1)

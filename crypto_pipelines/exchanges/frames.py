@@ -1,15 +1,22 @@
-"""Pages into the DataFrames the loader yields: about ``chunk_rows`` rows each, columns in a
-fixed order, and no page allowed to overlap the one before it."""
+"""Pages into the DataFrames the loader yields: about ``chunk_rows`` rows each, or what
+``chunk_seconds`` of fetching brought, whichever comes first; columns in a fixed order, and
+no page allowed to overlap the one before it."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, Final
 
 import pandas as pd
 
 from crypto_pipelines.exchanges.calls import FetchStats, iso
 from crypto_pipelines.exchanges.parse import Block, Where
+
+CHUNK_SECONDS: Final = 2.0
+"""A chunk is yielded (and committed by the loader) at least this often while pages arrive:
+a slow venue (a rate budget, retries) loses at most this much fetching to a failure, not a
+whole chunk's worth of rows."""
 
 
 def frames(
@@ -18,12 +25,15 @@ def frames(
     columns: tuple[str, ...],
     chunk_rows: int,
     stats: FetchStats,
+    chunk_seconds: float = CHUNK_SECONDS,
 ) -> Iterator[pd.DataFrame]:
     """DataFrames of ``constants`` (exchange, symbol...), ``ts`` and the blocks' columns.
-    Gathering pages keeps chunks large enough for efficient storage while memory still
-    follows one chunk."""
+    Gathering pages keeps chunks large enough for efficient storage (validation and upserts
+    have a fixed cost per call) while memory still follows one chunk, and ``chunk_seconds``
+    keeps commits frequent when pages come slowly."""
     pending: list[Block] = []
     count = 0
+    since = time.monotonic()
 
     def frame() -> pd.DataFrame:
         block = Block.concat(pending)
@@ -40,9 +50,9 @@ def frames(
             continue
         pending.append(block)
         count += len(block)
-        if count >= chunk_rows:
+        if count >= chunk_rows or time.monotonic() - since >= chunk_seconds:
             yield frame()
-            pending, count = [], 0
+            pending, count, since = [], 0, time.monotonic()
     if pending:
         yield frame()
 

@@ -9,6 +9,7 @@ import dagster as dg
 
 from crypto_pipelines.defs.metadata import definition_metadata
 from crypto_pipelines.defs.resources import ExchangesResource, MarketStoreResource
+from crypto_pipelines.defs.retries import retry_transient
 from crypto_pipelines.domain.instruments import instruments_from_ccxt_markets
 from crypto_pipelines.domain.listings import VOLUME_RANKING_METADATA, rank_by_volume, ranking_keep
 from crypto_pipelines.domain.universe import ExchangeUniverse
@@ -34,7 +35,8 @@ def markets_asset(exchange: str, config: ExchangeUniverse) -> dg.AssetsDefinitio
         exchanges: ExchangesResource,
         market_store: MarketStoreResource,
     ) -> dg.MaterializeResult:
-        markets = fetch_markets(exchanges.client(exchange))
+        with retry_transient(context):
+            markets = fetch_markets(exchanges.client(exchange))
         instruments = instruments_from_ccxt_markets(exchange, markets)
         written = market_store.store().upsert_instruments(
             pairs=instruments.pairs, perps=instruments.perps

@@ -33,6 +33,7 @@ from crypto_pipelines.defs.metadata import (
 from crypto_pipelines.defs.partition_figures import PartitionTally, range_figures
 from crypto_pipelines.defs.partitions import market_partitions, symbol_ranges
 from crypto_pipelines.defs.resources import ExchangesResource, MarketStoreResource
+from crypto_pipelines.defs.retries import retry_transient
 from crypto_pipelines.domain.datasets import MarketDataset
 from crypto_pipelines.domain.universe import ExchangeUniverse
 from crypto_pipelines.exchanges.loader import exchange_time_ms
@@ -90,58 +91,64 @@ def market_asset(
         exchanges: ExchangesResource,
         market_store: MarketStoreResource,
     ) -> dg.MaterializeResult:
-        client = exchanges.client(exchange)
-        venue = get_venue(exchange)
-        store = market_store.store()
-        now = exchange_time_ms(client)
-        refetch = is_refetch(context.run.tags)
-        keys = [str(k) for k in context.partition_keys]
-        reports: list[LoadReport] = []
-        metadata: dict[str, dict[str, Any]] = {}
-        for span in symbol_ranges(keys, monthly=monthly):
-            if not spec.has_market(span.symbol):
-                note = f"{exchange} {span.symbol}: no {spec.name} for this market type"
-                context.log.info(note)
-                metadata.update(
-                    {k: {"source": exchanges.source, "notes": note} for k in span.partition_keys}
+        with retry_transient(context):
+            client = exchanges.client(exchange)
+            venue = get_venue(exchange)
+            store = market_store.store()
+            now = exchange_time_ms(client)
+            refetch = is_refetch(context.run.tags)
+            keys = [str(k) for k in context.partition_keys]
+            reports: list[LoadReport] = []
+            metadata: dict[str, dict[str, Any]] = {}
+            for span in symbol_ranges(keys, monthly=monthly):
+                if not spec.has_market(span.symbol):
+                    note = f"{exchange} {span.symbol}: no {spec.name} for this market type"
+                    context.log.info(note)
+                    metadata.update(
+                        {
+                            k: {"source": exchanges.source, "notes": note}
+                            for k in span.partition_keys
+                        }
+                    )
+                    continue
+                series = spec.series(exchange, span.symbol, timeframe)
+                tally = PartitionTally(store, span, monthly=monthly)
+                report = load_series(
+                    client,
+                    venue,
+                    store,
+                    series,
+                    span.start_ms,
+                    span.end_ms,
+                    now_ms=now,
+                    refetch=refetch,
+                    sink=tally,
                 )
-                continue
-            series = spec.series(exchange, span.symbol, timeframe)
-            tally = PartitionTally(store, span, monthly=monthly)
-            report = load_series(
-                client,
-                venue,
-                store,
-                series,
-                span.start_ms,
-                span.end_ms,
-                now_ms=now,
-                refetch=refetch,
-                sink=tally,
-            )
+                context.log.info(
+                    f"{series} [{span.start_ms}, {span.end_ms}): fetched {len(report.spans)} "
+                    f"uncovered span(s), {report.rows_fetched} rows, {report.rows_written} written, "
+                    f"{report.rows_rejected} rejected, {report.requests} requests, "
+                    f"{report.retries} retries"
+                )
+                reports.append(report)
+                for figures in range_figures(tally, store, series, venue, span, now, report.notes):
+                    metadata[figures.key] = partition_metadata(figures, spec.unit, exchanges.source)
             context.log.info(
-                f"{series} [{span.start_ms}, {span.end_ms}): fetched {len(report.spans)} "
-                f"uncovered span(s), {report.rows_fetched} rows, {report.rows_written} written, "
-                f"{report.rows_rejected} rejected, {report.requests} requests, "
-                f"{report.retries} retries"
+                f"{context.asset_key.to_user_string()}: {run_summary(reports, len(keys))}"
             )
-            reports.append(report)
-            for figures in range_figures(tally, store, series, venue, span, now, report.notes):
-                metadata[figures.key] = partition_metadata(figures, spec.unit, exchanges.source)
-        context.log.info(f"{context.asset_key.to_user_string()}: {run_summary(reports, len(keys))}")
-        # The run's totals once, on its first partition: on every partition they would read
-        # as each partition's own (what range runs used to show).
-        metadata[keys[0]] = {**metadata.get(keys[0], {}), **run_metadata(reports, len(keys))}
-        if len(keys) > PER_PARTITION_METADATA_MAX:
-            note = (
-                f"a run of {len(keys)} partitions records per-partition figures only up to "
-                f"{PER_PARTITION_METADATA_MAX} partitions (Dagster's cost per call grows with "
-                "the run's size); the checks still report every partition"
-            )
-            metadata[keys[0]]["per_partition_figures"] = note
-            keys = keys[:1]
-        for key in keys:
-            context.add_asset_metadata(metadata.get(key, {}), partition_key=key)
+            # The run's totals once, on its first partition: on every partition they would read
+            # as each partition's own (what range runs used to show).
+            metadata[keys[0]] = {**metadata.get(keys[0], {}), **run_metadata(reports, len(keys))}
+            if len(keys) > PER_PARTITION_METADATA_MAX:
+                note = (
+                    f"a run of {len(keys)} partitions records per-partition figures only up to "
+                    f"{PER_PARTITION_METADATA_MAX} partitions (Dagster's cost per call grows with "
+                    "the run's size); the checks still report every partition"
+                )
+                metadata[keys[0]]["per_partition_figures"] = note
+                keys = keys[:1]
+            for key in keys:
+                context.add_asset_metadata(metadata.get(key, {}), partition_key=key)
         return dg.MaterializeResult()
 
     return _asset
