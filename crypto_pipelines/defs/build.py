@@ -20,6 +20,7 @@ from crypto_pipelines.defs.freshness import with_freshness_policies
 from crypto_pipelines.defs.jobs import exchange_load_jobs
 from crypto_pipelines.defs.resources import ExchangesResource, MarketStoreResource
 from crypto_pipelines.defs.schedules import daily_schedules
+from crypto_pipelines.defs.sensors.dead_runs import dead_runs_sensor
 from crypto_pipelines.defs.sensors.gap_repair import gap_repair_sensor
 from crypto_pipelines.defs.sensors.incremental import incremental_sensors
 from crypto_pipelines.defs.stream import stream_job, stream_supervisor
@@ -96,7 +97,11 @@ def _definitions(universe: Universe) -> dg.Definitions:
             *cross_exchange_checks(universe),
         ],
         jobs=[*load_jobs, stream_job(universe)],
-        sensors=[universe_partitions_sensor(universe), gap_repair_sensor(universe)]
+        sensors=[
+            universe_partitions_sensor(universe),
+            gap_repair_sensor(universe),
+            dead_runs_sensor(),
+        ]
         + incremental_sensors(universe)
         + [stream_supervisor()],
         schedules=daily_schedules(universe, load_jobs),

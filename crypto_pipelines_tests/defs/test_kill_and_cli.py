@@ -192,3 +192,63 @@ def test_refetch_from_the_cli_brings_back_what_coverage_hides(
             runs = instance.get_run_records()
     refetches = [r for r in runs if r.dagster_run.tags.get("crypto_pipelines/refetch") == "true"]
     assert len(refetches) == 2 and all(r.dagster_run.status.value == "SUCCESS" for r in refetches)
+
+
+def test_a_killed_run_is_marked_failed_and_frees_its_pool_slot(
+    long_tape: Tape, tmp_path: Path
+) -> None:
+    """With the project's dagster.yaml (one op per exchange pool), a run killed with SIGKILL
+    kept its slot and the re-run waited forever; the dead-runs sensor's tick marks it failed
+    and frees the slot, and the re-run completes, exact."""
+    import shutil
+
+    import dagster as dg
+
+    from crypto_pipelines.defs.sensors.dead_runs import dead_runs_sensor
+
+    db_url = f"sqlite:///{tmp_path / 'market.db'}"
+    clock = ReplayClock(start_ms=int(START.timestamp() * 1000) + (DAYS + 1) * 86_400_000, speed=0)
+    series = long_tape.exchanges["binance"].symbols["BTC/USDT"].ohlcv["1m"]
+    rng = ["--partition-range", "2024-01-01|BTC/USDT...2024-02-01|BTC/USDT"]
+    with ReplayServer(long_tape, clock=clock) as server:
+        env = _env(tmp_path, server, db_url)
+        project = Path(__file__).resolve().parents[2] / "dagster.yaml"
+        shutil.copy(project, Path(env["DAGSTER_HOME"]) / "dagster.yaml")
+        _set_latency(server, 500)
+        proc = subprocess.Popen(
+            _materialize_cmd(rng),
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        with MarketStore.open(db_url) as store:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and store.count("ohlcv", exchange="binance") == 0:
+                time.sleep(0.05)
+            assert proc.poll() is None
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+        _set_latency(server, 0)
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
+            with dg.DagsterInstance.get() as instance:
+                (killed,) = instance.get_run_records()
+                assert killed.dagster_run.status == dg.DagsterRunStatus.STARTED
+                with dg.build_sensor_context(instance=instance) as context:
+                    skip = dead_runs_sensor()(context)
+                assert isinstance(skip, dg.SkipReason) and "1 dead run" in str(skip.skip_message)
+                run = instance.get_run_by_id(killed.dagster_run.run_id)
+                assert run is not None and run.status == dg.DagsterRunStatus.FAILURE
+                with dg.build_sensor_context(instance=instance) as context:
+                    again = dead_runs_sensor()(context)
+                assert isinstance(again, dg.SkipReason) and again.skip_message == "no dead runs"
+
+        done = subprocess.run(
+            _materialize_cmd(rng), env=env, capture_output=True, text=True, timeout=240
+        )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    with MarketStore.open(db_url) as store:
+        frame = store.read("ohlcv", exchange="binance", symbol="BTC/USDT", timeframe="1m")
+    assert frame["ts"].tolist() == series.file.ts.tolist()
