@@ -214,7 +214,42 @@ class Caller:
         if getattr(self.client, "markets", None):
             return dict(self.client.markets)
         draws = [(method, None) for method in self.spec.markets_requests]
-        return dict(self.retrying(self.client.load_markets, None, "load_markets", draws))
+        return dict(self.retrying(self._load_markets_each_retried, None, "load_markets", draws))
+
+    def _load_markets_each_retried(self) -> Any:
+        """ccxt's ``load_markets`` sends several requests (Binance: spot, USDⓈ-M and COIN-M;
+        Bybit: three categories) and fails whole at the first failed one, so a retry sends
+        them all again: at a 50% error rate a whole attempt almost never succeeds. Here each
+        of its requests is retried on its own (ccxt's ``fetch``, the one HTTP call every
+        request goes through, wrapped for the duration), each retry paying the dearest
+        markets request from the shared budget."""
+        client, policy = self.client, self.policy
+        fetch = client.fetch
+        dearest = max(
+            ((m, None) for m in self.spec.markets_requests),
+            key=lambda draw: sum(self.budget.costs(*draw).values()) if self.budget else 0,
+            default=None,
+        )
+
+        def each_retried(*args: Any, **kwargs: Any) -> Any:
+            for attempt in range(1, policy.max_attempts + 1):
+                try:
+                    return fetch(*args, **kwargs)
+                except ccxt.NetworkError as exc:
+                    if attempt >= policy.max_attempts:
+                        raise  # the whole load_markets attempt fails; retrying() decides
+                    wait = self._wait(exc, attempt, None, "load_markets")
+                    self.stats.retries += 1
+                    policy.sleep(wait)
+                    if self.budget is not None and dearest is not None:
+                        self.stats.budget_wait_s += self.budget.acquire(*dearest).waited_s
+            raise AssertionError("unreachable")  # pragma: no cover
+
+        client.fetch = each_retried
+        try:
+            return client.load_markets()
+        finally:
+            del client.fetch  # the class's own method again
 
     def fetch_time(self) -> int:
         """The exchange's clock in epoch ms (retried like any request)."""
