@@ -107,6 +107,9 @@ def test_malformed_candles_are_refused_naming_file_and_line(
     assert problem in str(error)
     if "line" not in problem:
         assert error.line == line, str(error)
+    if line > 1 and "line" not in problem:  # the offending line quoted as the file has it
+        text = content.split("\n")[line - 1]
+        assert repr(text) in str(error), str(error)
 
 
 def test_nan_volume_is_accepted_as_unknown(tmp_path: Path) -> None:

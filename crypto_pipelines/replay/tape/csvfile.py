@@ -308,8 +308,7 @@ class CsvFile:
 
     def _fail(self, chunk: pd.DataFrame, row0: int, mask: pd.Series, problem: str) -> None:
         pos = int(np.flatnonzero(mask.to_numpy())[0])
-        line = ",".join(str(v) for v in chunk.iloc[pos].tolist())
-        raise TapeError(self.path, f"{problem}: {line!r}", row0 + pos + 2)
+        raise self.fail_row(row0 + pos, problem)  # the file's own text, not the parsed cells
 
     def fail_row(self, row: int, problem: str) -> TapeError:
         """A TapeError for 0-based data ``row``, quoting the line."""
