@@ -40,7 +40,7 @@ Known limits (ccxt.pro 4.5.90): Bybit's ``u``/``seq`` and Coinbase Exchange's ``
 (which has no sequence) are not checked by ccxt.pro, so a lost update there goes unseen
 unless it crosses the book (and a lost Bybit snapshot makes ccxt.pro build a book from the
 updates alone); Coinbase Exchange's ``level2`` needs a signed subscription
-(``SIGNED_BOOKS``), so its books need the venue's keys (placeholders for the replay).
+(``VenueSpec.ws_book_signed``), so its books need the venue's keys (placeholders for the replay).
 """
 
 from __future__ import annotations
@@ -54,16 +54,12 @@ from typing import Any, Final, NoReturn
 
 import ccxt
 
+from crypto_pipelines.exchanges.venues import get_venue
 from crypto_pipelines.stream.events import StreamBatch, StreamStalled, book_rows
 from crypto_pipelines.stream.stats import StreamStats
 
 log = logging.getLogger(__name__)
 
-SIGNED_BOOKS: Final = frozenset({"coinbaseexchange"})
-"""Venues whose book channel ccxt.pro only subscribes to signed (Coinbase Exchange's
-``level2``: ``watch_order_book`` signs every request and raises without credentials)."""
-
-_BYBIT_DEPTHS: Final = (50, 200, 1000)
 RESYNC_PAUSE_S: Final = 0.1
 RESYNC_PAUSE_MAX_S: Final = 10.0
 
@@ -76,9 +72,8 @@ def watch_limit(exchange: str, depth: int) -> int | None:
     channel (the one with sequence ids and checksums; 1-5 would pick ``books5``/``bbo-tbt``,
     without them), Coinbase Exchange its whole ``level2`` book (a limit only trims ccxt's
     copy, losing the levels below it)."""
-    if exchange == "bybit":
-        return next((n for n in _BYBIT_DEPTHS if n >= depth), _BYBIT_DEPTHS[-1])
-    return None
+    depths = get_venue(exchange).ws_book_depths
+    return next((n for n in depths if n >= depth), depths[-1]) if depths else None
 
 
 def _crossed(book: Any) -> bool:

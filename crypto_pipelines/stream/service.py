@@ -35,8 +35,9 @@ from typing import Any
 
 from crypto_pipelines.domain.symbols import parse_symbol
 from crypto_pipelines.exchanges.client import make_stream_client
+from crypto_pipelines.exchanges.venues import get_venue
 from crypto_pipelines.storage.store import MarketStore
-from crypto_pipelines.stream.books import SIGNED_BOOKS, BookLoop
+from crypto_pipelines.stream.books import BookLoop
 from crypto_pipelines.stream.cache import RedisCache
 from crypto_pipelines.stream.catchup import RestCatchUp
 from crypto_pipelines.stream.events import StreamBatch, StreamStalled, candle_rows, trade_rows
@@ -180,7 +181,7 @@ class ExchangeStream:
         client = make_stream_client(
             self.exchange,
             replay_url=self.replay_url,
-            signed=s.books and self.exchange in SIGNED_BOOKS,
+            signed=s.books and get_venue(self.exchange).ws_book_signed,
         )
         self._last_id.clear()  # the seam between connections is the catch-ups' to bridge
         loops: list[Awaitable[None]] = []

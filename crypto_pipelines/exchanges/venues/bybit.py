@@ -119,4 +119,5 @@ BYBIT = VenueSpec(
         ),
         newest_first=True,
     ),
+    ws_book_depths=(50, 200, 1000),  # orderbook.<n> channels
 )

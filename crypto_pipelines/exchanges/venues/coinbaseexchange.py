@@ -107,4 +107,5 @@ COINBASE_EXCHANGE = VenueSpec(
     ccxt_options=frozen({}),
     markets_requests=("publicGetProducts", "publicGetCurrencies"),
     time_request="publicGetTime",
+    ws_book_signed=True,  # ccxt.pro signs every level2 subscription
 )

@@ -257,6 +257,12 @@ class VenueSpec:
     #: merged into the ccxt.pro client's options (``make_stream_client``): the streams that
     #: match what the REST loader stores (Binance: aggTrade ids, as its REST trades)
     ws_options: Mapping[str, Any] = field(default_factory=dict)
+    #: the fixed depths of the venue's book channels (Bybit ``orderbook.<n>``), smallest
+    #: first: the stream watches the smallest that holds the levels it stores; empty: no
+    #: limit is passed (``stream.books.watch_limit`` says why per venue)
+    ws_book_depths: tuple[int, ...] = ()
+    #: the book channel is served to signed subscriptions only (Coinbase Exchange ``level2``)
+    ws_book_signed: bool = False
 
     @property
     def timeframes(self) -> tuple[str, ...]:
