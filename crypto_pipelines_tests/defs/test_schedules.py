@@ -97,13 +97,8 @@ def test_markets_refresh_requests_every_markets_asset_and_the_catalog(
         assert set(store.read("crypto_pairs")["exchange"]) == {"binance", "okx"}
 
 
-def test_recheck_requests_yesterday_of_every_live_series(
-    universe: Universe, instance: dg.DagsterInstance, exchange: Exchange, db_url: str
-) -> None:
-    name = symbols_partitions_name("binance")
-    instance.add_dynamic_partitions(name, [SPOT, DELISTED, PERP])
-    instance.add_dynamic_partitions(perps_partitions_name("binance"), [PERP])  # funding's
-    instance.add_dynamic_partitions(symbols_partitions_name("okx"), [SPOT])
+def _store_delisted(db_url: str) -> None:
+    """The catalog's ``DELISTED`` pair, delisted at noon of 2024-01-01."""
     with MarketStore.open(db_url) as store:
         store.upsert_instruments(
             pairs=[
@@ -116,6 +111,16 @@ def test_recheck_requests_yesterday_of_every_live_series(
                 )
             ]
         )
+
+
+def test_recheck_requests_yesterday_of_every_live_series(
+    universe: Universe, instance: dg.DagsterInstance, exchange: Exchange, db_url: str
+) -> None:
+    name = symbols_partitions_name("binance")
+    instance.add_dynamic_partitions(name, [SPOT, DELISTED, PERP])
+    instance.add_dynamic_partitions(perps_partitions_name("binance"), [PERP])  # funding's
+    instance.add_dynamic_partitions(symbols_partitions_name("okx"), [SPOT])
+    _store_delisted(db_url)
     run_resources = resources(exchange.server, db_url)
     # A schedule runs one job, a job has one partitioning: daily or monthly, over the
     # exchange's symbols or its perpetuals (funding rates). Candles are monthly: okx, with
@@ -191,18 +196,7 @@ def test_the_monthly_recheck_follows_the_month_holding_yesterday(
     """On the 1st the month that just closed is re-checked once more (final now); from the
     2nd on, the new month. Symbols delisted before the month are left out."""
     instance.add_dynamic_partitions(symbols_partitions_name("binance"), [SPOT, DELISTED, PERP])
-    with MarketStore.open(db_url) as store:
-        store.upsert_instruments(
-            pairs=[
-                CryptoPair(
-                    exchange="binance",
-                    symbol=DELISTED,
-                    base="ETH",
-                    quote="USDT",
-                    delisted_ms=at(1, 12),
-                )
-            ]
-        )
+    _store_delisted(db_url)
     schedule = previous_day_recheck_schedule(universe, "binance", monthly=True)
     assert schedule is not None
     run_resources = resources(exchange.server, db_url)
