@@ -9,7 +9,16 @@ from benchmarks.common import Result, print_table, write_json
 
 
 def _registry() -> dict[str, Callable[[], list[Result]]]:
-    from benchmarks import dagster_backfill, fetch, ingest, replay_server, soak, storage, stream
+    from benchmarks import (
+        api,
+        dagster_backfill,
+        fetch,
+        ingest,
+        replay_server,
+        soak,
+        storage,
+        stream,
+    )
 
     return {
         "replay_throughput": replay_server.throughput,
@@ -21,6 +30,7 @@ def _registry() -> dict[str, Callable[[], list[Result]]]:
         "dagster_backfill": dagster_backfill.one_year_backfill,
         "dagster_backfill_pg": dagster_backfill.one_year_backfill_postgres,
         "stream": stream.stream_throughput,  # CRYPTO_PIPELINES_STREAM_BENCH_S=20 per rate
+        "api": api.api_throughput,  # CRYPTO_PIPELINES_API_BENCH_S=10 per database
         "soak": soak.soak,  # 5 minutes; CRYPTO_PIPELINES_SOAK_S=60 for a quick run
     }
 

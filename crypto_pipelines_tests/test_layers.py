@@ -86,3 +86,19 @@ def test_the_exchange_client_does_not_load_the_replay_server() -> None:
 
     assert replay_routing.point_ccxt_at is routing.point_ccxt_at
     assert replay_routing.REPLAY_URL_ENV == routing.REPLAY_URL_ENV == "CRYPTO_PIPELINES_REPLAY_URL"
+
+
+def test_the_api_imports_no_dagster() -> None:
+    """The API talks to Dagster only through the services its server wires in
+    (``crypto_pipelines.defs.api_services``, ``api_stream_control``)."""
+    import crypto_pipelines.api
+
+    modules = [
+        info.name
+        for info in pkgutil.walk_packages(
+            crypto_pipelines.api.__path__, prefix="crypto_pipelines.api.", onerror=lambda _n: None
+        )
+    ]
+    assert "crypto_pipelines.api.routes.ingest" in modules
+    loaded = imported_by(*modules)
+    assert under(loaded, "crypto_pipelines.defs", "dagster") == []

@@ -15,13 +15,16 @@ def sync(
     ),
 ) -> None:
     """Make each <exchange>_symbols (and <exchange>_perps: perpetual swaps only) partition set
-    equal to the universe (idempotent). Uses the Dagster instance of $DAGSTER_HOME."""
+    equal to the universe (idempotent), with the symbols added or removed through the API
+    (stored in the market database). Uses the Dagster instance of $DAGSTER_HOME."""
     import dagster as dg
     import yaml
 
     from crypto_pipelines.defs.universe_check import load_checked_universe
     from crypto_pipelines.defs.universe_sync import sync_symbol_partitions
     from crypto_pipelines.domain.universe import UniverseError
+    from crypto_pipelines.storage.engine import OPEN_ERRORS, default_db_url, unusable_message
+    from crypto_pipelines.storage.store import MarketStore
 
     # Bad configuration is a message naming what to fix and exit status 2, not a traceback.
     try:
@@ -35,8 +38,15 @@ def sync(
         # or its dagster.yaml not YAML or not a valid instance configuration
         typer.echo(f"error: cannot open the Dagster instance: {exc}", err=True)
         raise typer.Exit(2) from exc
-    with instance:
-        for result in sync_symbol_partitions(instance, loaded, remove=not keep_removed):
+    url = default_db_url(loaded.source)
+    try:  # symbols added or removed through the API are stored beside the market data
+        store = MarketStore.open(url)
+    except OPEN_ERRORS as exc:
+        typer.echo(f"error: {unusable_message(url, exc)}", err=True)
+        raise typer.Exit(2) from exc
+    with instance, store:
+        results = sync_symbol_partitions(instance, loaded, remove=not keep_removed, store=store)
+        for result in results:
             typer.echo(
                 f"{result.partitions}: {len(result.added)} added {list(result.added)}, "
                 f"{len(result.removed)} removed {list(result.removed)}"

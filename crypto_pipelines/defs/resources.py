@@ -7,13 +7,17 @@ from typing import Any
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
-from sqlalchemy import exc as sa_exc
 
 from crypto_pipelines.domain.universe import Source
 from crypto_pipelines.exchanges.budget import DEFAULT_MARGIN, SharedBudget
 from crypto_pipelines.exchanges.client import make_client
 from crypto_pipelines.exchanges.routing import REPLAY_URL_ENV
-from crypto_pipelines.storage.engine import DB_URL_ENV, default_db_url, hide_password
+from crypto_pipelines.storage.engine import (
+    DB_URL_ENV,
+    OPEN_ERRORS,
+    default_db_url,
+    unusable_message,
+)
 from crypto_pipelines.storage.store import MarketStore
 
 
@@ -104,25 +108,17 @@ class MarketStoreResource(dg.ConfigurableResource):
             url = self.db_url or default_db_url(source)
             try:
                 self._store = MarketStore.open(url, source=source)
-            except (sa_exc.DBAPIError, sa_exc.ArgumentError, ValueError, OSError) as exc:
+            except OPEN_ERRORS as exc:
                 raise dg.Failure(description=self._unusable(url, exc)) from exc
         return self._store
 
     def _unusable(self, url: str, exc: Exception) -> str:
-        shown = hide_password(url)
-        if self.db_url:
-            origin = f"the market_store resource's db_url (it overrides ${DB_URL_ENV})"
-        elif os.environ.get(DB_URL_ENV, "").strip():
-            origin = f"${DB_URL_ENV}"
-        else:
-            origin = f"the default SQLite file, as ${DB_URL_ENV} is unset"
-        cause = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
-        reason = " ".join(str(cause).split()).replace(url, shown)
-        return (
-            f"cannot open the market database {shown} (from {origin}); set {DB_URL_ENV} to "
-            "a reachable SQLite or PostgreSQL URL (postgresql+psycopg://USER:PASSWORD@HOST/DB). "
-            f"{type(cause).__name__}: {reason}"
+        origin = (
+            f"the market_store resource's db_url (it overrides ${DB_URL_ENV})"
+            if self.db_url
+            else None
         )
+        return unusable_message(url, exc, origin=origin)
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._store is not None:

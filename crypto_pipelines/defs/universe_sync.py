@@ -16,6 +16,14 @@ symbols plus the current selection, so a market that leaves it (delisted, out of
 filters changed) is removed like a symbol dropped from the file. A listing is judged at the
 exchange's clock (one ``fetch_time`` per filtered exchange per tick). The CLI, which has no
 exchange at hand, only adds the explicit symbols and never removes from a filtered exchange.
+
+Symbols added or removed through the API (``universe_changes`` in the market store) count as
+if the file said so: the sensor reads them from its ``market_store`` every tick, so a change
+reaches the partitions within a tick without reloading the code location (whose definitions
+stay those of the file). A removed symbol is also kept out of what the filters select: the
+API removal means "do not load it", whichever way it entered. The partition *sets* are still
+those the file's definitions declare: an API-added perpetual swap on an exchange whose file
+lists none joins ``<exchange>_symbols`` only, as no ``<exchange>_perps`` asset exists there.
 """
 
 from collections.abc import Mapping, Sequence
@@ -23,6 +31,7 @@ from dataclasses import dataclass
 
 import ccxt
 import dagster as dg
+from sqlalchemy import exc as sa_exc
 
 from crypto_pipelines.defs.partitions import symbol_sets
 from crypto_pipelines.defs.resources import ExchangesResource, MarketStoreResource
@@ -33,9 +42,10 @@ from crypto_pipelines.domain.listings import (
     select_listings,
     volumes_from_ranking,
 )
-from crypto_pipelines.domain.universe import ExchangeUniverse, Universe
+from crypto_pipelines.domain.universe import ExchangeUniverse, Universe, with_changes
 from crypto_pipelines.exchanges.errors import FetchError
 from crypto_pipelines.storage.store import MarketStore
+from crypto_pipelines.storage.universe_changes import UniverseChange, universe_changes
 
 
 @dataclass(frozen=True)
@@ -53,15 +63,21 @@ def plan_symbol_partitions(
     *,
     remove: bool = True,
     selected: Mapping[str, Sequence[str]] | None = None,
+    changes: Sequence[UniverseChange] = (),
 ) -> list[SyncResult]:
     """What must change for the partitions to equal the universe (nothing is changed).
 
     ``selected`` holds the symbols the filters select, per exchange; for an exchange with
-    filters but no selection given, nothing is removed (its selection is unknown)."""
+    filters but no selection given, nothing is removed (its selection is unknown).
+    ``changes`` (``universe_changes``) are applied to the file's symbols, and the symbols
+    they remove are dropped from the selection too; the partition sets stay the file's."""
     selected = selected or {}
+    effective = with_changes(universe, ((c.exchange, c.symbol, c.action) for c in changes))
+    hidden = {(c.exchange, c.symbol) for c in changes if c.action == "remove"}
     results = []
     for exchange, config in universe.exchanges.items():
-        symbols = [*config.symbols, *selected.get(exchange, ())]
+        chosen = (s for s in selected.get(exchange, ()) if (exchange, s) not in hidden)
+        symbols = [*effective.exchanges[exchange].symbols, *chosen]
         known = config.filters is None or exchange in selected
         for partitions in symbol_sets(exchange, config):
             existing = set(instance.get_dynamic_partitions(partitions.name))
@@ -73,10 +89,17 @@ def plan_symbol_partitions(
 
 
 def sync_symbol_partitions(
-    instance: dg.DagsterInstance, universe: Universe, *, remove: bool = True
+    instance: dg.DagsterInstance,
+    universe: Universe,
+    *,
+    remove: bool = True,
+    store: MarketStore | None = None,
 ) -> list[SyncResult]:
-    """Apply the plan directly (the CLI's path, usable without a daemon)."""
-    results = plan_symbol_partitions(instance, universe, remove=remove)
+    """Apply the plan directly (the CLI's path, usable without a daemon). With ``store``,
+    the API's changes stored there are applied as the sensor applies them; without, the
+    file alone is the universe (so a caller with no market database never opens one)."""
+    changes = universe_changes(store.engine) if store is not None else []
+    results = plan_symbol_partitions(instance, universe, remove=remove, changes=changes)
     for result in results:
         name = result.partitions
         if result.added:
@@ -116,21 +139,35 @@ def filter_selection(
 def universe_partitions_sensor(universe: Universe) -> dg.SensorDefinition:
     """Registers the universe's symbols (explicit and selected by filters) as dynamic
     partitions when the daemon runs, through the sensor's own dynamic-partition requests so
-    every change shows in the sensor's log."""
+    every change shows in the sensor's log.
+
+    The API's stored changes are read from ``market_store`` each tick. A tick that cannot
+    read them is skipped, naming why, rather than planned from the file alone: that would
+    remove every symbol the API added (and bring back every one it removed) until the
+    database is back."""
 
     @dg.sensor(
         name="universe_partitions_sensor",
         minimum_interval_seconds=60,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Keeps the <exchange>_symbols (and <exchange>_perps: perpetual swaps "
-        "only) dynamic partitions equal to the universe file, plus the stored markets its "
-        "filters select.",
+        "only) dynamic partitions equal to the universe file with the symbols added or "
+        "removed through the API, plus the stored markets its filters select.",
     )
     def _sensor(
         context: dg.SensorEvaluationContext,
         exchanges: ExchangesResource,
         market_store: MarketStoreResource,
     ) -> dg.SensorResult | dg.SkipReason:
+        try:
+            store = market_store.store()
+            changes = universe_changes(store.engine)
+        except (dg.Failure, sa_exc.SQLAlchemyError) as exc:
+            note = getattr(exc, "description", None) or str(exc)
+            context.log.warning(
+                f"universe changes unavailable, partitions left as they are: {note}"
+            )
+            return dg.SkipReason(f"market store unavailable, universe changes unknown: {note}")
         selected: dict[str, tuple[str, ...]] = {}
         unreachable: list[str] = []
         for exchange, config in universe.exchanges.items():
@@ -143,11 +180,12 @@ def universe_partitions_sensor(universe: Universe) -> dg.SensorDefinition:
                 context.log.warning(note)
                 unreachable.append(note)
                 continue
-            selected[exchange] = filter_selection(
-                context.instance, exchange, config, market_store.store(), now
-            )
+            selected[exchange] = filter_selection(context.instance, exchange, config, store, now)
         requests: list[dg.AddDynamicPartitionsRequest | dg.DeleteDynamicPartitionsRequest] = []
-        for result in plan_symbol_partitions(context.instance, universe, selected=selected):
+        plans = plan_symbol_partitions(
+            context.instance, universe, selected=selected, changes=changes
+        )
+        for result in plans:
             if result.added:
                 requests.append(
                     dg.AddDynamicPartitionsRequest(result.partitions, list(result.added))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import difflib
 import os
 import types
+from collections.abc import Iterable
 from datetime import UTC, date, datetime
 from importlib import resources
 from pathlib import Path
@@ -248,3 +249,26 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
     return None
+
+
+def with_changes(universe: Universe, changes: Iterable[tuple[str, str, str]]) -> Universe:
+    """``universe`` with run-time changes applied: ``(exchange, symbol, action)`` triples,
+    ``add`` appending a symbol to a configured exchange's explicit symbols and ``remove``
+    dropping one (also one the file lists: the file is the base, never rewritten). A change
+    for an exchange the universe does not configure is ignored (the API refuses those)."""
+    added: dict[str, list[str]] = {}
+    removed: dict[str, set[str]] = {}
+    for exchange, symbol, action in changes:
+        if action == "add":
+            added.setdefault(exchange, []).append(symbol)
+        elif action == "remove":
+            removed.setdefault(exchange, set()).add(symbol)
+    exchanges = {}
+    for name, config in universe.exchanges.items():
+        gone = removed.get(name, set())
+        symbols = [s for s in config.symbols if s not in gone]
+        symbols += [s for s in added.get(name, ()) if s not in symbols and s not in gone]
+        if tuple(symbols) != config.symbols:  # model_copy: an exchange may end up empty
+            config = config.model_copy(update={"symbols": tuple(symbols)})
+        exchanges[name] = config
+    return universe.model_copy(update={"exchanges": exchanges})

@@ -27,9 +27,11 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 import pandera.errors as pa_errors
+from sqlalchemy.engine import Connection
 
 from crypto_pipelines.domain.datasets import MarketDataset, SeriesKey, get_stored_dataset
 from crypto_pipelines.domain.validation import DatasetValidationError, rule_keys, validate_frame
+from crypto_pipelines.storage import changes
 from crypto_pipelines.storage.coverage import Span, add_coverage
 from crypto_pipelines.storage.engine import write_transaction
 from crypto_pipelines.storage.rejections import Rejection, open_keys, quarantine, resolve
@@ -51,6 +53,11 @@ class BatchReport:
 
     fetched: int = 0
     written: int = 0
+    inserted: int | None = None
+    """Rows whose key was new (counted only when asked: ``Sink.write_in(classify=True)``);
+    the rest of ``written`` were updated."""
+    outcomes: np.ndarray | None = None
+    """Per valid row, ``storage.changes`` INSERTED/UPDATED/UNCHANGED (when classified)."""
     unchanged: int = 0
     rejected: int = 0
     duplicates: int = 0
@@ -96,37 +103,72 @@ class Sink:
 
         ``series``: the one series every row belongs to, when the caller knows it (the REST
         loader); required with ``coverage``, the span of that series the batch answers."""
+        with write_transaction(self.store.engine) as connection:
+            report = self.write_in(
+                connection, dataset, frame, series=series, coverage=coverage, now_ms=now_ms
+            )
+        if report.rejected:
+            log.warning(
+                "%s %s: %d of %d rows rejected (%s); kept in rejected_rows",
+                self.source,
+                dataset,
+                report.rejected,
+                report.fetched,
+                ", ".join(f"{r}: {n}" for r, n in report.rejected_by_rule().items()),
+            )
+        return report
+
+    def write_in(
+        self,
+        connection: Connection,
+        dataset: str,
+        frame: pd.DataFrame,
+        *,
+        series: SeriesKey | None = None,
+        coverage: Span | None = None,
+        now_ms: int | None = None,
+        validated: bool = False,
+        classify: bool = False,
+    ) -> BatchReport:
+        """``write`` inside the caller's open transaction, so that several batches (an API
+        group commit) share one commit; nothing is logged.
+
+        ``validated``: ``frame`` already passed the model (coerced, the model's columns, no
+        duplicate keys; a ``source`` column may name each row's source): it is stored as is.
+        ``classify``: first find each valid row's outcome (``BatchReport.outcomes``, see
+        ``storage.changes``; one indexed read per series) and write only the rows that
+        change."""
         spec = get_stored_dataset(dataset)
         if coverage is not None and series is None:
             raise ValueError("coverage needs the series it covers")
         now = int(time.time() * 1000) if now_ms is None else now_ms
         report = BatchReport(fetched=len(frame))
-        valid, rejected = _split(spec, frame, self.source, now)
+        rejected: list[Rejection]
+        if validated:
+            valid, rejected = frame, []
+        else:
+            valid, rejected = _split(spec, frame, self.source, now)
         report.duplicates = len(frame) - len(valid) - len(rejected)
         report.rejected = len(rejected)
         report.rejections = rejected[:KEPT_REJECTIONS]
         table = table_for(spec.name)
-        with write_transaction(self.store.engine) as connection:
-            report.written = upsert_rows(connection, table, spec.table.key, valid)
-            quarantine(connection, rejected)
-            if len(valid):
-                for one, part in _series_frames(spec, valid, series):
-                    stale = open_keys(connection, one)
-                    if stale:
-                        fixed = stale & row_keys(spec, part)
-                        report.resolved += resolve(connection, one, fixed, now)
-            if coverage is not None and series is not None:
-                add_coverage(connection, series, coverage, now)
+        if classify:
+            report.outcomes = changes.classify(connection, spec.table, valid)
+            report.inserted = int((report.outcomes == changes.INSERTED).sum())
+            written = valid[report.outcomes != changes.UNCHANGED]
+        else:
+            written = valid
+        report.written = upsert_rows(connection, table, spec.table.key, written, source=self.source)
+        quarantine(connection, rejected)
+        if len(valid):
+            for one, part in _series_frames(spec, valid, series):
+                stale = open_keys(connection, one)
+                if stale:
+                    fixed = stale & row_keys(spec, part)
+                    report.resolved += resolve(connection, one, fixed, now)
+        if coverage is not None and series is not None:
+            add_coverage(connection, series, coverage, now)
         report.unchanged = len(valid) - report.written
-        if rejected:
-            log.warning(
-                "%s %s: %d of %d rows rejected (%s); kept in rejected_rows",
-                self.source,
-                spec.name,
-                len(rejected),
-                len(frame),
-                ", ".join(f"{r}: {n}" for r, n in report.rejected_by_rule().items()),
-            )
         return report
 
 

@@ -16,6 +16,7 @@ PostgreSQL goes through psycopg 3 (``postgresql+psycopg://``); plain ``postgresq
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import sqlite3
@@ -57,6 +58,30 @@ def default_db_url(source: Source = "live") -> str:
     home = os.environ.get("DAGSTER_HOME", "").strip()
     folder = Path(home) if home else Path.home() / ".crypto_pipelines"
     return f"sqlite:///{(folder.expanduser() / _DB_FILES[source]).resolve()}"
+
+
+OPEN_ERRORS: Final = (sa_exc.DBAPIError, sa_exc.ArgumentError, ValueError, OSError)
+"""What opening a market database raises when it cannot be used (unreachable, refused, not a
+URL, a SQLite folder that cannot be made)."""
+
+
+def unusable_message(url: str, exc: BaseException, *, origin: str | None = None) -> str:
+    """Why the market database at ``url`` cannot be used, naming the setting to fix
+    (``CRYPTO_PIPELINES_DB_URL``, or ``origin`` when another setting gave the URL) and the
+    URL with its password hidden: the driver's own error says what failed, not where."""
+    shown = hide_password(url)
+    if origin is None:
+        if os.environ.get(DB_URL_ENV, "").strip():
+            origin = f"${DB_URL_ENV}"
+        else:
+            origin = f"the default SQLite file, as ${DB_URL_ENV} is unset"
+    cause = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
+    reason = " ".join(str(cause).split()).replace(url, shown)
+    return (
+        f"cannot open the market database {shown} (from {origin}); set {DB_URL_ENV} to "
+        "a reachable SQLite or PostgreSQL URL (postgresql+psycopg://USER:PASSWORD@HOST/DB). "
+        f"{type(cause).__name__}: {reason}"
+    )
 
 
 def normalize_url(url: str | URL) -> URL:
@@ -154,9 +179,27 @@ def _sqlite_on_begin(connection: Connection) -> None:
 def write_transaction(engine: Engine) -> Iterator[Connection]:
     """A connection inside a transaction meant for writing: committed when the block ends,
     rolled back (nothing written) if it raises. On SQLite it starts with ``BEGIN IMMEDIATE``
-    so concurrent writers queue on the busy timeout instead of failing."""
-    with engine.connect() as connection:
+    so concurrent writers queue on the busy timeout instead of failing, and a SQLite file is
+    first locked with ``flock`` on ``<file>-writer``: SQLite's busy handler waits by sleeping
+    (up to 100 ms at a time) and retrying, so writers in several processes (API workers,
+    Dagster steps) handed the lock over with long idle gaps; a blocking ``flock`` wakes the
+    next writer as soon as the lock is free."""
+    with _writer_lock(engine), engine.connect() as connection:
         if engine.dialect.name == "sqlite":
             connection.execution_options(**{_SQLITE_BEGIN: "IMMEDIATE"})
         with connection.begin():
             yield connection
+
+
+@contextmanager
+def _writer_lock(engine: Engine) -> Iterator[None]:
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:" or database.startswith("file:"):
+        yield
+        return
+    fd = os.open(f"{database}-writer", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock

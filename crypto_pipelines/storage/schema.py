@@ -5,6 +5,11 @@ order with types mapped by ``sql_type`` (strings -> VARCHAR, int64 -> BIGINT, fl
 DOUBLE PRECISION, bool -> BOOLEAN), nullability from the model, the registry's key as the
 primary key and its indexes as secondary indexes. ``ts`` columns hold epoch milliseconds.
 
+Market tables (datasets with a time column) carry one column beyond their model: ``source``,
+who last wrote the row's values (``rest``, ``stream``, ``api:<key name>``; NULL for rows
+stored before it was recorded). It is provenance, not data: reads return the model's columns
+and a re-write of the same values keeps the first writer (``writers.upsert_rows``).
+
 SQLite tables are ``WITHOUT ROWID``: rows then live in the primary-key B-tree itself, which
 saves the second index a rowid table needs for a composite key (about half the write work
 and space) and keeps each series' rows together for range reads.
@@ -34,6 +39,15 @@ def sql_type(dtype: pa_dtypes.DataType) -> sa.types.TypeEngine[Any]:
     raise TypeError(f"no SQL type for Pandera dtype {dtype}")
 
 
+SOURCE_COLUMN = "source"
+"""The provenance column of every market table (see the module docstring)."""
+
+
+def has_source(dataset: Dataset) -> bool:
+    """Whether ``dataset``'s table records each row's source (the market datasets do)."""
+    return dataset.time_column is not None
+
+
 def _table(dataset: Dataset, meta: sa.MetaData) -> sa.Table:
     columns = [
         sa.Column(
@@ -44,6 +58,8 @@ def _table(dataset: Dataset, meta: sa.MetaData) -> sa.Table:
         )
         for name, column in dataset.schema.columns.items()
     ]
+    if has_source(dataset):
+        columns.append(sa.Column(SOURCE_COLUMN, sa.String(), nullable=True))
     # An explicit constraint: the key's column order (the B-tree order) is the registry's,
     # which is not always the column order.
     primary_key = sa.PrimaryKeyConstraint(*dataset.key, name=f"pk_{dataset.name}")
@@ -139,15 +155,33 @@ def _coverage_table(meta: sa.MetaData) -> sa.Table:
     )
 
 
+def _universe_changes_table(meta: sa.MetaData) -> sa.Table:
+    """Symbols added to or removed from an exchange's universe at run time (the API), on top
+    of the universe file, which stays the base and is never rewritten. One row per exchange
+    and symbol: its latest change (``action`` ``add`` or ``remove``), when (ms) and by whom."""
+    return sa.Table(
+        "universe_changes",
+        meta,
+        sa.Column("exchange", sa.String(), nullable=False),
+        sa.Column("symbol", sa.String(), nullable=False),
+        sa.Column("action", sa.String(), nullable=False),
+        sa.Column("changed_at", sa.BigInteger(), nullable=False),
+        sa.Column("changed_by", sa.String(), nullable=False),
+        sa.PrimaryKeyConstraint("exchange", "symbol", name="pk_universe_changes"),
+        sqlite_with_rowid=False,
+    )
+
+
 def build_metadata() -> sa.MetaData:
     """A fresh MetaData holding every dataset's table and the bookkeeping tables (``gaps``,
-    ``rejected_rows``, ``coverage``)."""
+    ``rejected_rows``, ``coverage``, ``universe_changes``)."""
     meta = sa.MetaData()
     for dataset in DATASETS.values():
         _table(dataset, meta)
     _gaps_table(meta)
     _rejected_rows_table(meta)
     _coverage_table(meta)
+    _universe_changes_table(meta)
     return meta
 
 

@@ -75,16 +75,25 @@ class MarketStore:
 
     # --- writes --------------------------------------------------------------------------
 
-    def upsert(self, dataset: str, frame: pd.DataFrame, *, validate: bool = True) -> int:
+    def upsert(
+        self,
+        dataset: str,
+        frame: pd.DataFrame,
+        *,
+        validate: bool = True,
+        source: str | None = None,
+    ) -> int:
         """Insert or update ``frame``'s rows of ``dataset`` on its key, all or nothing.
 
         Returns the number of rows inserted or changed (0 when every row was already stored
         with the same values). ``validate=False`` skips the model check for batches that
-        were just validated; the database constraints still apply."""
+        were just validated; the database constraints still apply. ``source``: recorded as
+        the rows' provenance in market tables (sources normally write through
+        ``crypto_pipelines.ingest.Sink``, which names itself)."""
         ds = get_dataset(dataset)
         rows = self._prepare(ds, frame, validate)
         with write_transaction(self.engine) as connection:
-            written = upsert_rows(connection, table_for(ds.name), ds.key, rows)
+            written = upsert_rows(connection, table_for(ds.name), ds.key, rows, source=source)
         log.debug("upserted %s: %d rows in, %d inserted or changed", ds.name, len(rows), written)
         return written
 

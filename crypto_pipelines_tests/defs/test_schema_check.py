@@ -90,7 +90,8 @@ def test_corrupted_rows_are_found_by_their_rules_and_left_untouched(
     loaded.sql(f"UPDATE ohlcv SET high = low - 1 WHERE {where}", ts=high_below_low)
     loaded.sql(f"UPDATE ohlcv SET volume = -5 WHERE {where}", ts=negative_volume)
     loaded.sql(
-        "INSERT INTO ohlcv SELECT exchange, symbol, timeframe, ts + 30000, open, high, low, close,"
+        "INSERT INTO ohlcv (exchange, symbol, timeframe, ts, open, high, low, close, volume) "
+        "SELECT exchange, symbol, timeframe, ts + 30000, open, high, low, close,"
         f" volume FROM ohlcv WHERE {where}",
         ts=misaligned_from,
     )
@@ -164,7 +165,8 @@ def test_a_trade_stored_again_under_another_spelling_of_its_id(quality: Quality)
     stored = quality.read("trades", exchange="binance", symbol="BTC/USDT")
     original = stored.iloc[5]
     quality.sql(
-        "INSERT INTO trades SELECT exchange, symbol, '00' || trade_id, ts, side, price, amount"
+        "INSERT INTO trades (exchange, symbol, trade_id, ts, side, price, amount) "
+        "SELECT exchange, symbol, '00' || trade_id, ts, side, price, amount"
         " FROM trades WHERE exchange='binance' AND symbol='BTC/USDT' AND trade_id=:id",
         id=original["trade_id"],
     )
@@ -189,7 +191,9 @@ def test_rows_after_the_check_time_are_outside_the_partition(quality: Quality) -
     closed = {current_minute - 120_000} if current_minute - 120_000 >= day_start else set()
     for ts in outside | closed:
         quality.sql(
-            "INSERT INTO ohlcv VALUES ('binance', 'BTC/USDT', '1m', :ts, 1, 2, 0.5, 1.5, 3)", ts=ts
+            "INSERT INTO ohlcv (exchange, symbol, timeframe, ts, open, high, low, close, volume) "
+            "VALUES ('binance', 'BTC/USDT', '1m', :ts, 1, 2, 0.5, 1.5, 3)",
+            ts=ts,
         )
     result = quality.run_checks([quality.check(SCHEMA_CHECK, *OHLCV)], f"{this_month}|BTC/USDT")
     (evaluation,) = evaluations(result, SCHEMA_CHECK, *OHLCV).values()

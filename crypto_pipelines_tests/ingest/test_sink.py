@@ -162,3 +162,28 @@ def test_every_dataset_quarantines(db_url: str) -> None:
         ("open_interest", str(T0 + 5 * M)): ("open_interest_non_negative",),
         ("open_interest", str(T0 + 10 * M)): ("some_value",),
     }
+
+
+def _sources(store: MarketStore) -> dict[int, str | None]:
+    import sqlalchemy as sa
+
+    from crypto_pipelines.storage.schema import table_for
+
+    table = table_for("ohlcv")
+    with store.engine.connect() as connection:
+        rows = connection.execute(sa.select(table.c.ts, table.c.source).order_by(table.c.ts))
+        return {int(ts): source for ts, source in rows}
+
+
+def test_each_row_records_the_source_that_wrote_its_values(db_url: str) -> None:
+    """Provenance: an unchanged re-send by another source keeps the first writer (and counts
+    as unchanged); a changed value takes the new source. Reads return the model's columns."""
+    with MarketStore.open(db_url) as store:
+        Sink(store, source="rest").write("ohlcv", candles(3), now_ms=1)
+        again = Sink(store, source="api:desk").write("ohlcv", candles(3, close={1: 100.7}))
+        assert (again.written, again.unchanged) == (1, 2)
+        assert _sources(store) == {T0: "rest", T0 + M: "api:desk", T0 + 2 * M: "rest"}
+        store.upsert("ohlcv", candles(4))  # a direct write names no source; T0 + M reverted
+        assert _sources(store) == {T0: "rest", T0 + M: None, T0 + 2 * M: "rest", T0 + 3 * M: None}
+        stored = store.read("ohlcv", exchange="binance")
+    assert "source" not in stored.columns

@@ -19,7 +19,7 @@ def test_migrated_database_matches_metadata(engine: Engine) -> None:
         ]
     assert sorted(missing) == sorted(metadata.tables)  # the comparison does see tables
     upgrade(engine)
-    assert current_revision(engine) == head_revision() == "0003"
+    assert current_revision(engine) == head_revision() == "0004"
     with engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         diffs = compare_metadata(context, metadata)
