@@ -194,6 +194,14 @@ def _cells(rows: list[Any], columns: tuple[str, ...], errors: list[RowError]) ->
                 message = "a row is an array or an object"
                 errors.append(RowError(index=index, rule="row_type", message=message))
             shaped.append([None] * width)
+    # One C-level conversion of the rows into a 2-D object array (transposing with zip costs
+    # ten times more); cells that are themselves lists would make it 3-D: then cell by cell.
+    try:
+        table = np.array(shaped, dtype=object)
+    except ValueError:  # ragged nesting numpy refuses to shape
+        table = np.empty(0, dtype=object)
+    if table.shape == (len(shaped), width):
+        return [np.ascontiguousarray(table[:, j]) for j in range(width)]
     out = []
     for values in zip(*shaped, strict=True):
         array = np.empty(len(values), dtype=object)

@@ -14,11 +14,24 @@ from typing import Any
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 
 class RowError(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "index": 3,
+                    "field": None,
+                    "rule": "high_ge_open_close",
+                    "message": "row breaks high_ge_open_close",
+                }
+            ]
+        }
+    )
+
     index: int | None = None
     field: str | None = None
     rule: str
@@ -26,6 +39,24 @@ class RowError(BaseModel):
 
 
 class ErrorBody(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "detail": "1 of 500 rows are invalid; nothing was stored",
+                    "errors": [
+                        {
+                            "index": 3,
+                            "field": None,
+                            "rule": "high_ge_open_close",
+                            "message": "row breaks high_ge_open_close",
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
     detail: str
     errors: list[RowError] = []
 

@@ -32,6 +32,10 @@ EXAMPLE_SERIES: dict[str, dict[str, str]] = {
 class IngestResult(BaseModel):
     """Rows committed by one request: new keys, changed values, already stored as sent."""
 
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"inserted": 498, "updated": 2, "unchanged": 0}]}
+    )
+
     inserted: int
     updated: int
     unchanged: int

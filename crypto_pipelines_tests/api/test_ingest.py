@@ -253,3 +253,18 @@ def test_committed_spans_are_coalesced_for_lineage(api: RunningApi, lineage: Any
     assert {(str(s.series), s.period, s.source) for s in spans} == {
         ("binance BTC/USDT ohlcv 1m", "2024-01-01", "api:desk")
     }
+
+
+def test_cells_that_are_lists_or_objects_are_named_not_crashed_on(api: RunningApi) -> None:
+    rows: list[Any] = candle_rows(3)
+    rows[0][1] = [1, 2]
+    rows[1][1] = [3, 4]
+    rows[2][1] = {"price": 5}
+    with api.client() as client:
+        answer = client.post("/v1/ohlcv", json=candles(rows))
+    assert answer.status_code == 422
+    assert [(e["index"], e["field"], e["rule"]) for e in answer.json()["errors"]] == [
+        (0, "open", "number_type"),
+        (1, "open", "number_type"),
+        (2, "open", "number_type"),
+    ]

@@ -5,7 +5,9 @@ headers and body schemas the schema declares."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import schemathesis
@@ -79,3 +81,36 @@ def test_generated_requests_get_no_5xx_and_documented_answers(full_api: RunningA
                 assert mode is schemathesis.GenerationMode.NEGATIVE, operation.label
         tested.append(operation.label)
     assert "POST /v1/ohlcv" in tested
+
+
+def _resolve(spec: dict[str, Any], node: Any, seen: frozenset[str] = frozenset()) -> Any:
+    """``node`` with every ``$ref`` into the components replaced by its target."""
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref not in seen:
+            target = spec["components"]["schemas"][ref.rsplit("/", 1)[-1]]
+            return _resolve(spec, target, seen | {ref})
+        return {k: _resolve(spec, v, seen) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_resolve(spec, v, seen) for v in node]
+    return node
+
+
+def test_every_route_is_described_with_an_example(api: RunningApi) -> None:
+    """The OpenAPI page documents each operation: a description, and an example of its
+    request body (when it takes one) and of its success answer."""
+    spec = api.app.openapi()  # type: ignore[attr-defined]
+    missing = []
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            label = f"{method.upper()} {path}"
+            if not operation.get("description"):
+                missing.append(f"{label}: description")
+            body = operation.get("requestBody")
+            if body is not None and '"example' not in json.dumps(_resolve(spec, body)):
+                missing.append(f"{label}: request example")
+            success = {c: r for c, r in operation["responses"].items() if c.startswith("2")}
+            answer = json.dumps(_resolve(spec, success))
+            if '"example' not in answer and "text/plain" not in answer:
+                missing.append(f"{label}: answer example")
+    assert missing == [], "\n".join(missing)

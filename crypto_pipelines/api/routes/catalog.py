@@ -2,8 +2,9 @@
 one record at a time. The universe's routes (``routes.universe``) hang off ``router`` too,
 as the app includes one router per module.
 
-The answer models hold the Pandera models' columns in order, with their types and nullability
-(``crypto_pipelines_tests/api/test_catalog.py`` fails when they drift apart). A ``PUT`` is
+The answer models (``catalog_models``) hold the Pandera models' columns in order, with their
+types and nullability (``crypto_pipelines_tests/api/test_catalog.py`` fails when they drift
+apart). A ``PUT`` is
 checked in the order that names the broken rule best: pydantic (types, no NaN/infinity, epoch
 milliseconds), path against body, the dataset's Pandera model (its rule names), the domain
 dataclass; ``MarketStore.upsert_instruments`` then validates again and writes, adding the
@@ -18,12 +19,18 @@ from typing import Annotated, Any, Final, TypeVar
 
 import pandas as pd
 from fastapi import APIRouter, Depends, Query, Request, Response, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
 from crypto_pipelines.api.auth import require_key
+from crypto_pipelines.api.catalog_models import (
+    AssetRecord,
+    PairBody,
+    PairRecord,
+    PerpBody,
+    PerpRecord,
+)
 from crypto_pipelines.api.errors import ApiError, ErrorBody, RowError, refusals
 from crypto_pipelines.api.routes.universe import router as universe_router
-from crypto_pipelines.domain.checks import TS_MAX_MS, TS_MIN_MS
 from crypto_pipelines.domain.instruments import CryptoAsset, CryptoPair, CryptoPerp, InstrumentError
 from crypto_pipelines.domain.schemas import get_dataset
 from crypto_pipelines.domain.symbols import SymbolError, parse_symbol
@@ -39,94 +46,16 @@ PAIRS: Final = "crypto_pairs"
 PERPS: Final = "crypto_perps"
 
 ERRORS: Final = refusals(_422="invalid record: each error names field and rule")
-ONE: Final[dict[int | str, dict[str, Any]]] = {**ERRORS, 404: {"model": ErrorBody}}
+ONE: Final[dict[int | str, dict[str, Any]]] = {
+    **ERRORS,
+    404: {"model": ErrorBody, "description": "not in the catalog"},
+}
 """The refusals of a ``GET`` of one record."""
-CREATED: Final[dict[int | str, dict[str, Any]]] = {**ERRORS, 201: {"description": "created"}}
-"""A ``PUT``'s answers besides 200 (replaced): 201 with the same record."""
-
-EpochMs = Annotated[int, Field(ge=TS_MIN_MS, lt=TS_MAX_MS, description="epoch ms UTC")]
 
 
-class AssetRecord(BaseModel):
-    """A row of ``crypto_assets``: a currency code as ccxt unifies it."""
-
-    code: str
-
-
-class PairRecord(BaseModel):
-    """A row of ``crypto_pairs``: a spot market (ticks and steps None when unpublished)."""
-
-    exchange: str
-    symbol: str
-    base: str
-    quote: str
-    price_tick: float | None = None
-    amount_step: float | None = None
-    min_amount: float | None = None
-    active: bool = True
-    listed_ms: int | None = None
-    delisted_ms: int | None = None
-
-
-class PerpRecord(BaseModel):
-    """A row of ``crypto_perps``: a perpetual swap (linear = settled in the quote)."""
-
-    exchange: str
-    symbol: str
-    base: str
-    quote: str
-    settle: str
-    linear: bool
-    contract_size: float | None = None
-    price_tick: float | None = None
-    amount_step: float | None = None
-    min_amount: float | None = None
-    funding_interval_ms: int | None = None
-    active: bool = True
-    listed_ms: int | None = None
-    delisted_ms: int | None = None
-
-
-class _Body(BaseModel):
-    # No NaN or infinity: JSON has neither, and "inf" as a string would pass "> 0" checks.
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-
-class PairBody(_Body):
-    """A spot market as ``PUT`` replaces it. ``exchange``/``symbol`` come from the path (if
-    sent, equal to it); ``base``/``quote`` default to the symbol's. Omitted optional fields
-    are stored as unknown (a ``PUT`` replaces the whole record)."""
-
-    exchange: str | None = None
-    symbol: str | None = None
-    base: str | None = None
-    quote: str | None = None
-    price_tick: float | None = None
-    amount_step: float | None = None
-    min_amount: float | None = None
-    active: bool = True
-    listed_ms: EpochMs | None = None
-    delisted_ms: EpochMs | None = None
-
-
-class PerpBody(_Body):
-    """A perpetual swap as ``PUT`` replaces it: as ``PairBody``, plus ``settle`` (default:
-    the symbol's) and ``linear`` (default: settled in the quote currency)."""
-
-    exchange: str | None = None
-    symbol: str | None = None
-    base: str | None = None
-    quote: str | None = None
-    settle: str | None = None
-    linear: bool | None = None
-    contract_size: float | None = None
-    price_tick: float | None = None
-    amount_step: float | None = None
-    min_amount: float | None = None
-    funding_interval_ms: int | None = None
-    active: bool = True
-    listed_ms: EpochMs | None = None
-    delisted_ms: EpochMs | None = None
+def _created(model: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
+    """A ``PUT``'s answers besides 200 (replaced): 201 with the same record."""
+    return {**ERRORS, 201: {"model": model, "description": "created"}}
 
 
 Record = TypeVar("Record", bound=BaseModel)
@@ -159,7 +88,24 @@ def _records(frame: pd.DataFrame, model: type[Record]) -> list[Record]:
     ]
 
 
+def _matches_nothing(*values: str | None) -> bool:
+    """Whether a filter value is one no stored text can equal: PostgreSQL text holds no NUL
+    character (and refuses one as a parameter), so such a filter matches nothing, as on
+    SQLite, instead of failing."""
+    return any(value is not None and "\x00" in value for value in values)
+
+
+def _listing(
+    store: MarketStore, dataset: str, model: type[Record], exchange: str | None
+) -> list[Record]:
+    if _matches_nothing(exchange):
+        return []
+    return _records(store.read(dataset, exchange=exchange), model)
+
+
 def _one(store: MarketStore, dataset: str, model: type[Record], **where: str) -> Record | None:
+    if _matches_nothing(*where.values()):
+        return None
     if dataset == ASSETS:
         frame = _asset_frame(store, where["code"])
     else:
@@ -292,18 +238,24 @@ def _put_listing(
 
 @routes.get("/assets", dependencies=KEY, response_model=list[AssetRecord], responses=ERRORS)
 def list_assets(request: Request) -> list[AssetRecord]:
-    """Every currency code in the catalog, sorted."""
+    """Every currency code in the catalog, sorted: those put here and the currencies of
+    every stored market."""
     return _records(_asset_frame(_store(request)), AssetRecord)
 
 
 @routes.get("/assets/{code}", dependencies=KEY, response_model=AssetRecord, responses=ONE)
 def get_asset(request: Request, code: str) -> AssetRecord:
+    """One currency code of the catalog (``BTC``); 404 when it is not there."""
     return _found(_store(request), ASSETS, AssetRecord, code=code)
 
 
-@routes.put("/assets/{code}", dependencies=KEY, response_model=AssetRecord, responses=CREATED)
+@routes.put(
+    "/assets/{code}", dependencies=KEY, response_model=AssetRecord, responses=_created(AssetRecord)
+)
 def put_asset(request: Request, response: Response, code: str) -> AssetRecord:
-    """Create (201) or keep (200) a currency code (the path is the whole record: no body)."""
+    """Create (201) or keep (200) a currency code (the path is the whole record: no body).
+    Refused with 422 when the code breaks the ``crypto_assets`` model (each error names
+    field and rule); nothing is stored then."""
     return _put(_store(request), response, ASSETS, {"code": code}, AssetRecord, {"code": code})
 
 
@@ -315,14 +267,16 @@ def list_pairs(
     request: Request,
     exchange: Annotated[str | None, Query(description="only this exchange's")] = None,
 ) -> list[PairRecord]:
-    """Spot markets, by exchange and symbol."""
-    return _records(_store(request).read(PAIRS, exchange=exchange), PairRecord)
+    """Spot markets, by exchange and symbol; ``exchange`` keeps one exchange's."""
+    return _listing(_store(request), PAIRS, PairRecord, exchange)
 
 
 @routes.get(
     "/pairs/{exchange}/{symbol:path}", dependencies=KEY, response_model=PairRecord, responses=ONE
 )
 def get_pair(request: Request, exchange: str, symbol: str) -> PairRecord:
+    """One spot market (``/v1/catalog/pairs/binance/BTC/USDT``: the symbol's '/' as is);
+    404 when it is not in the catalog."""
     return _found(_store(request), PAIRS, PairRecord, exchange=exchange, symbol=symbol)
 
 
@@ -330,12 +284,17 @@ def get_pair(request: Request, exchange: str, symbol: str) -> PairRecord:
     "/pairs/{exchange}/{symbol:path}",
     dependencies=KEY,
     response_model=PairRecord,
-    responses=CREATED,
+    responses=_created(PairRecord),
 )
 def put_pair(
     request: Request, response: Response, exchange: str, symbol: str, body: PairBody
 ) -> PairRecord:
-    """Create (201) or replace (200) a spot market; its currencies join the assets."""
+    """Create (201) or replace (200) a spot market; its currencies join the assets. The
+    body replaces the whole record (omitted fields become unknown). Refused with 422, nothing
+    stored, for a symbol that is not a spot one, a body whose exchange or symbol differs from
+    the path's (``path_mismatch``) or whose currencies differ from the symbol's
+    (``matches_symbol``), and for values the ``crypto_pairs`` model refuses (each error names
+    field and rule)."""
     where = {"exchange": exchange, "symbol": symbol}
     return _put_listing(request, response, PAIRS, body, where, PairRecord)
 
@@ -345,14 +304,16 @@ def list_perps(
     request: Request,
     exchange: Annotated[str | None, Query(description="only this exchange's")] = None,
 ) -> list[PerpRecord]:
-    """Perpetual swaps, by exchange and symbol."""
-    return _records(_store(request).read(PERPS, exchange=exchange), PerpRecord)
+    """Perpetual swaps, by exchange and symbol; ``exchange`` keeps one exchange's."""
+    return _listing(_store(request), PERPS, PerpRecord, exchange)
 
 
 @routes.get(
     "/perps/{exchange}/{symbol:path}", dependencies=KEY, response_model=PerpRecord, responses=ONE
 )
 def get_perp(request: Request, exchange: str, symbol: str) -> PerpRecord:
+    """One perpetual swap (``/v1/catalog/perps/binance/BTC/USDT:USDT``); 404 when it is not
+    in the catalog."""
     return _found(_store(request), PERPS, PerpRecord, exchange=exchange, symbol=symbol)
 
 
@@ -360,12 +321,16 @@ def get_perp(request: Request, exchange: str, symbol: str) -> PerpRecord:
     "/perps/{exchange}/{symbol:path}",
     dependencies=KEY,
     response_model=PerpRecord,
-    responses=CREATED,
+    responses=_created(PerpRecord),
 )
 def put_perp(
     request: Request, response: Response, exchange: str, symbol: str, body: PerpBody
 ) -> PerpRecord:
-    """Create (201) or replace (200) a perpetual swap; its currencies join the assets."""
+    """Create (201) or replace (200) a perpetual swap; its currencies join the assets.
+    ``linear`` defaults to settled in the quote currency. Refused with 422, nothing stored,
+    for a symbol that is not a swap one, a body that contradicts the path or the symbol's
+    currencies (``path_mismatch``, ``matches_symbol``), and for values the ``crypto_perps``
+    model refuses (each error names field and rule)."""
     where = {"exchange": exchange, "symbol": symbol}
     return _put_listing(request, response, PERPS, body, where, PerpRecord)
 

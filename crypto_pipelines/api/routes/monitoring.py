@@ -23,7 +23,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.metrics import MetricWrapperBase
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -41,10 +41,45 @@ UNMATCHED: Final = "<unmatched>"
 OK: Final = "ok"
 NOT_CONFIGURED: Final = "not configured"
 KEYED_ERRORS: Final = refusals()
+METRICS_EXAMPLE: Final = """\
+# HELP crypto_pipelines_api_requests_total HTTP requests answered, by route template, method and status code.
+# TYPE crypto_pipelines_api_requests_total counter
+crypto_pipelines_api_requests_total{method="POST",route="/v1/ohlcv",status="201"} 3.0
+# HELP crypto_pipelines_api_rows_total Rows accepted by ingestion, by dataset and outcome (inserted, updated, unchanged).
+# TYPE crypto_pipelines_api_rows_total counter
+crypto_pipelines_api_rows_total{dataset="ohlcv",outcome="inserted"} 1498.0
+crypto_pipelines_api_rows_total{dataset="ohlcv",outcome="updated"} 2.0
+# HELP crypto_pipelines_api_rejections_total Requests refused, by reason (unauthorized, rate_limited, too_large, invalid, not_in_universe, ...).
+# TYPE crypto_pipelines_api_rejections_total counter
+crypto_pipelines_api_rejections_total{reason="invalid_rows"} 1.0
+"""
+"""An excerpt of ``/metrics`` (the request latency histogram and ``_created`` samples left
+out), for the OpenAPI page."""
 
 
 class Health(BaseModel):
     """``ok`` when every part works; else ``degraded`` and ``failing`` names the parts."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "status": "ok",
+                    "checks": {"process": "ok", "database": "ok", "dagster": "not configured"},
+                    "failing": [],
+                },
+                {
+                    "status": "degraded",
+                    "checks": {
+                        "process": "ok",
+                        "database": "no answer within 5 s",
+                        "dagster": "ok",
+                    },
+                    "failing": ["database"],
+                },
+            ]
+        }
+    )
 
     status: Literal["ok", "degraded"]
     checks: dict[str, str] = Field(
@@ -66,6 +101,24 @@ class LineageStats(BaseModel):
 
 class Stats(BaseModel):
     """What this worker process did since it started (each worker counts its own)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "uptime_s": 3600.125,
+                    "rows": {
+                        "ohlcv": {"inserted": 1498, "updated": 2},
+                        "trades": {"inserted": 52311, "unchanged": 120},
+                    },
+                    "rejections": {"invalid_rows": 1, "unauthorized": 3},
+                    "requests": 412,
+                    "group_commit": {"groups": 118, "jobs": 160},
+                    "lineage": {"configured": True, "reported_events": 24},
+                }
+            ]
+        }
+    )
 
     uptime_s: float
     rows: dict[str, dict[str, int]] = Field(
@@ -165,6 +218,10 @@ def _database(services: ApiServices) -> Callable[[], str | None]:
     summary="Liveness and readiness (no key needed)",
 )
 async def health(request: Request) -> Any:
+    """Whether this instance works: the process, the database (``SELECT 1``) and, when
+    lineage is configured, Dagster. 200 ``ok`` when every part is ``ok`` or ``not
+    configured``; 503 ``degraded`` naming the failing parts in ``failing`` and why in
+    ``checks`` (a check slower than 5 s counts as failed). Needs no key."""
     services: ApiServices = request.app.state.services
     checks = {"process": OK}
     lineage = services.lineage
@@ -202,6 +259,10 @@ def _totals(metric: MetricWrapperBase) -> list[tuple[dict[str, str], float]]:
     dependencies=[Depends(require_key)],
 )
 async def stats(request: Request) -> Stats:
+    """What this worker process did since it started, as JSON: rows ingested by dataset and
+    outcome, refusals by reason, requests answered, group commits and lineage events (each
+    worker counts its own). Refused only without a valid key (401) or when its request budget
+    is spent (429)."""
     state = request.app.state
     metrics: ApiMetrics = state.metrics
     rows: dict[str, dict[str, int]] = {}
@@ -228,7 +289,7 @@ async def stats(request: Request) -> Stats:
     response_class=Response,
     responses={
         200: {
-            "content": {"text/plain": {"schema": {"type": "string"}}},
+            "content": {"text/plain": {"schema": {"type": "string"}, "example": METRICS_EXAMPLE}},
             "description": "Prometheus text exposition format",
         },
         **KEYED_ERRORS,
@@ -237,5 +298,8 @@ async def stats(request: Request) -> Stats:
     dependencies=[Depends(require_key)],
 )
 async def metrics(request: Request) -> Response:
+    """This worker's Prometheus metrics in the text exposition format: requests by route
+    template, method and status, their latencies, rows ingested and refusals by reason.
+    Refused only without a valid key (401) or when its request budget is spent (429)."""
     registry = request.app.state.metrics.registry
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -3,7 +3,7 @@ of a symbol's latest state (``GET /v1/latest/{exchange}/{symbol}``).
 
 Stored rows come back in the row layout of the ingestion bodies (``bodies.row_columns``), so
 what a client reads it can POST again; the response models are derived from the datasets'
-Pandera models, as the body models are. A read is keyset-paged in its key order (trades, keyed by id, in ``(ts,
+Pandera models, as the body models are (``read_models``). A read is keyset-paged in its key order (trades, keyed by id, in ``(ts,
 trade_id)`` order, which is what a reader wants and what the ``(exchange, symbol, ts)`` index
 serves): the opaque ``next`` cursor is the last row's position, so a page costs an index range
 scan however deep it is, and rows written meanwhile neither shift nor repeat a page. The
@@ -15,18 +15,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import functools
 import logging
-import operator
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final
 
 import orjson
 import pandera.dtypes as pa_dtypes
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
-from pydantic import BaseModel, Field, create_model
 from sqlalchemy.engine import Engine
 
 from crypto_pipelines.api.auth import require_key
@@ -37,6 +34,12 @@ from crypto_pipelines.api.latest import (
     HotCacheUnavailable,
     Latest,
     latest_from_sql,
+)
+from crypto_pipelines.api.read_models import (
+    LatestAnswer,
+    encode_cursor,
+    page_model,
+    page_order,
 )
 from crypto_pipelines.api.services import ApiServices
 from crypto_pipelines.api.settings import ApiKey, ApiSettings
@@ -109,16 +112,6 @@ def check_series(exchange: str, symbol: str, timeframe: str | None = None) -> No
 
 
 # --- paging ------------------------------------------------------------------------------
-
-
-def page_order(spec: MarketDataset) -> tuple[str, ...]:
-    """The columns a read of ``spec`` is ordered and paged by: ``ts``, then the rest of the
-    row key (trades: ``(ts, trade_id)``)."""
-    return ("ts", *(c for c in spec.row_key if c != "ts"))
-
-
-def encode_cursor(position: Sequence[Any]) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps(list(position))).rstrip(b"=").decode()
 
 
 def decode_cursor(spec: MarketDataset, text: str) -> list[Any]:
@@ -196,96 +189,6 @@ def read_page(
         return rows, None
     rows = rows[:limit]
     return rows, [rows[-1][columns.index(name)] for name in order]
-
-
-# --- models ------------------------------------------------------------------------------
-
-
-def row_type(spec: MarketDataset) -> Any:
-    """The type of one row of ``spec`` in an answer: an array of the row's width whose cells
-    are of the column types of its dataset (from the Pandera model, as the body models).
-
-    Not the body models' tuple (``prefixItems``), precise as that is: schemathesis (4.32)
-    cannot validate responses against ``prefixItems`` and reports the operation as an error."""
-    columns = spec.table.schema.columns
-    cells: set[Any] = set()
-    for name in row_columns(spec):
-        dtype = columns[name].dtype
-        if pa_dtypes.is_int(dtype):
-            cells.add(int)
-        elif pa_dtypes.is_string(dtype):
-            cells.add(str)
-        else:
-            cells.add(float)
-        if columns[name].nullable:
-            cells.add(type(None))
-    order = (int, float, str, type(None))
-    cell = functools.reduce(operator.or_, (kind for kind in order if kind in cells))
-    width = len(row_columns(spec))
-    return Annotated[list[cell], Field(min_length=width, max_length=width)]  # type: ignore[valid-type]
-
-
-def page_model(spec: MarketDataset) -> type[BaseModel]:
-    fields: dict[str, Any] = {name: (str, ...) for name in spec.series_columns}
-    fields["rows"] = (
-        list[row_type(spec)],  # type: ignore[misc]
-        Field(
-            description=f"rows as arrays {list(row_columns(spec))}, in {list(page_order(spec))} order"
-        ),
-    )
-    fields["next"] = (
-        str | None,
-        Field(description="pass as `cursor` for the next page; null on the last page"),
-    )
-    return create_model(f"{spec.name.title().replace('_', '')}Page", **fields)
-
-
-class BookLevel(BaseModel):
-    price: float
-    amount: float
-
-
-class TopOfBook(BaseModel):
-    """The best bid and ask of the newest order book snapshot."""
-
-    ts: int
-    bid: BookLevel | None
-    ask: BookLevel | None
-
-
-Source = Literal["redis", "sql"]
-_CANDLE_ROW = row_type(get_market_dataset(OHLCV))
-LatestCandles = create_model(
-    "LatestCandles",
-    closed=(
-        _CANDLE_ROW | None,
-        Field(
-            description=f"the newest closed candle {list(row_columns(get_market_dataset(OHLCV)))}"
-        ),
-    ),
-    forming=(
-        _CANDLE_ROW | None,
-        Field(description="the candle still forming (hot cache only; never stored)"),
-    ),
-)
-LatestAnswer = create_model(
-    "Latest",
-    exchange=(str, ...),
-    symbol=(str, ...),
-    source=(
-        Source,
-        Field(description="`redis`: the stream's hot cache; `sql`: the stored rows"),
-    ),
-    trade=(
-        row_type(get_market_dataset(TRADES)) | None,
-        Field(description=f"the newest trade {list(row_columns(get_market_dataset(TRADES)))}"),
-    ),
-    candles=(
-        dict[str, LatestCandles],  # type: ignore[valid-type]
-        Field(description="per timeframe, shortest first"),
-    ),
-    book=(TopOfBook | None, ...),
-)
 
 
 # --- routes ------------------------------------------------------------------------------
@@ -374,7 +277,9 @@ def _route(dataset: str, path: str, summary: str) -> None:
             f"{summary}, `start <= ts < end`, in {list(page_order(spec))} order. A row is "
             f"`{list(row_columns(spec))}`, as in the POST body. Up to `limit` rows a page; "
             "`next` is the cursor of the following page (null on the last). An unknown "
-            "series has no rows."
+            "series has no rows. Refused with 422 for a malformed exchange, symbol, "
+            "timeframe or cursor (a cursor of another read included); 401 without a valid "
+            "key, 429 when its request budget is spent."
         ),
     )
 
@@ -411,7 +316,10 @@ async def get_latest(
     """The newest trade, the newest closed (and the forming) candle of each timeframe and the
     best bid and ask. From the stream's Redis hot cache when one is configured and knows the
     symbol, else (or when Redis cannot be reached) from the stored rows; `source` says
-    which. The symbol's '/' stays as is: `/v1/latest/binance/BTC/USDT:USDT`."""
+    which. The symbol's '/' stays as is: `/v1/latest/binance/BTC/USDT:USDT`.
+
+    Refused with 422 for a malformed exchange or symbol, 404 when neither the hot cache nor
+    the stored rows know anything of the symbol."""
     check_series(exchange, symbol)
     settings: ApiSettings = request.app.state.settings
     services: ApiServices = request.app.state.services

@@ -36,6 +36,30 @@ router = APIRouter(prefix="/v1/stream", tags=["stream"], dependencies=[Depends(r
 ERRORS: Final = refusals(_503="stream control not configured, or Dagster unreachable")
 TIMEFRAME: Final = r"^[1-9][0-9]{0,2}[smhdwM]$"
 
+_RUN_ID: Final = "5f0c7a52-9d3e-4b8a-a1f6-0e2d9c4b7a31"
+STATE_EXAMPLE: Final[dict[str, Any]] = {
+    "running": True,
+    "job": "market_stream",
+    "run_id": _RUN_ID,
+    "status": "STARTED",
+    "started_at": 1704067200.512,
+    "run_url": f"http://localhost:3000/runs/{_RUN_ID}",
+    "statistics": {
+        "uptime_s": 60.0,
+        "messages": {"binance:trades": 1843, "binance:ohlcv_1m": 61},
+        "rows_received": {"binance:trades": 2417, "binance:ohlcv_1m": 61},
+        "rows_written": 2473,
+        "rows_rejected": 0,
+        "flushes": 120,
+        "lag_ms_p50": 41.5,
+        "lag_ms_p99": 212.8,
+        "reconnects": {},
+        "buffer_depth": 5,
+        "errors": {},
+    },
+    "statistics_at": 1704067260.61,
+}
+
 
 class StreamStart(BaseModel):
     """Overrides of the stream job's run config (``StreamConfig`` of the op
@@ -67,6 +91,10 @@ class StreamStart(BaseModel):
 
 class StreamState(BaseModel):
     """The stream's run (the active one, else the latest) and its latest statistics."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [STATE_EXAMPLE, {"running": False, "job": "market_stream"}]}
+    )
 
     running: bool = Field(description="a run is queued, starting, started or canceling")
     job: str = Field(description="the Dagster job of the stream")
@@ -131,6 +159,12 @@ def _check_exchanges(services: ApiServices, exchanges: list[str]) -> None:
 async def start(
     request: Request, body: Annotated[StreamStart | None, Body()] = None
 ) -> StreamState:
+    """Launch a run of the stream's Dagster job (as Dagster's UI would), with the body's
+    overrides of its run config (none: the job's defaults); 202 with the new run's state.
+
+    Refused with 409 when a stream run is already active, 422 for invalid overrides or an
+    exchange not in the universe (``not_in_universe``), 503 when this API has no stream
+    control or Dagster cannot be reached."""
     control = _control(request)
     overrides = body.model_dump(exclude_none=True) if body is not None else {}
     if "exchanges" in overrides:
@@ -145,6 +179,11 @@ async def start(
     summary="Stop the stream (terminate its run; it flushes what it received)",
 )
 async def stop(request: Request) -> StreamState:
+    """Terminate the active stream run; the stream flushes what it received before it ends.
+    The run's state as Dagster reports it after the request (typically ``CANCELING``).
+
+    Refused with 409 when no stream run is active (or the active one is already stopping),
+    503 when this API has no stream control or Dagster cannot be reached."""
     control = _control(request)
     return await _call(control.stop)
 
@@ -156,5 +195,9 @@ async def stop(request: Request) -> StreamState:
     summary="The stream's run state and latest statistics",
 )
 async def status(request: Request) -> StreamState:
+    """The active stream run, else the latest one (``running`` false, no run id when it has
+    never run), with the statistics its op logged last (``statistics_at``).
+
+    Refused with 503 when this API has no stream control or Dagster cannot be reached."""
     control = _control(request)
     return await _call(control.status)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from datetime import date
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Depends, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
@@ -38,9 +38,35 @@ router = APIRouter(prefix="/v1/universe", tags=["universe"])
 
 ERRORS: Final = refusals()
 
+CHANGE_EXAMPLE: Final[dict[str, Any]] = {
+    "symbol": "SOL/USDT",
+    "action": "add",
+    "changed_at": 1704067200000,
+    "changed_by": "desk",
+}
+CHANGE_RESULT_EXAMPLE: Final[dict[str, Any]] = {
+    "exchange": "binance",
+    **CHANGE_EXAMPLE,
+    "recorded": True,
+    "symbols": ["BTC/USDT", "ETH/USDT", "BTC/USDT:USDT", "ETH/USDT:USDT", "SOL/USDT"],
+}
+EXCHANGE_EXAMPLE: Final[dict[str, Any]] = {
+    "file_symbols": ["BTC/USDT", "ETH/USDT", "BTC/USDT:USDT", "ETH/USDT:USDT"],
+    "added": ["SOL/USDT"],
+    "removed": [],
+    "symbols": CHANGE_RESULT_EXAMPLE["symbols"],
+    "filtered": False,
+    "timeframes": ["1m", "1h", "1d"],
+    "datasets": ["ohlcv", "trades", "funding_rates", "open_interest"],
+    "start": "2024-01-01",
+    "changes": [CHANGE_EXAMPLE],
+}
+
 
 class ChangeView(BaseModel):
     """A stored run-time change: the latest action on one symbol of an exchange."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [CHANGE_EXAMPLE]})
 
     symbol: str
     action: Action
@@ -50,6 +76,8 @@ class ChangeView(BaseModel):
 
 class ExchangeView(BaseModel):
     """One exchange of the effective universe."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [EXCHANGE_EXAMPLE]})
 
     file_symbols: list[str] = Field(description="the symbols the universe file lists")
     added: list[str] = Field(description="symbols added through the API (not in the file)")
@@ -63,12 +91,22 @@ class ExchangeView(BaseModel):
 
 
 class UniverseView(BaseModel):
-    source: str
+    """The effective universe: the file's, with the run-time changes applied."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"source": "live", "exchanges": {"binance": EXCHANGE_EXAMPLE}}]
+        }
+    )
+
+    source: str = Field(description="`live` or `replay` (where the exchange clients go)")
     exchanges: dict[str, ExchangeView]
 
 
 class SymbolBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"symbol": "SOL/USDT"}]}
+    )
 
     symbol: str = Field(description="ccxt unified symbol: BASE/QUOTE or BASE/QUOTE:SETTLE")
 
@@ -76,6 +114,8 @@ class SymbolBody(BaseModel):
 class SymbolChangeResult(BaseModel):
     """The answer to a change: what was asked, whether a change was stored (False: the
     universe already said so), and the exchange's effective symbols afterwards."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [CHANGE_RESULT_EXAMPLE]})
 
     exchange: str
     symbol: str
@@ -121,7 +161,8 @@ def _view(
 def get_universe(request: Request) -> UniverseView:
     """The effective universe: per exchange the file's symbols, those added and removed
     through the API, the result, and what is collected for them. Read from the store on
-    each request (not the cached universe), so it shows every worker's changes."""
+    each request (not the cached universe), so it shows every worker's changes. Refused only
+    without a valid key (401) or when its request budget is spent (429)."""
     services = _services(request)
     changes = universe_changes(services.store.engine)
     effective = _effective(services, changes)
@@ -198,7 +239,11 @@ def add_symbol(
 ) -> SymbolChangeResult:
     """Add a symbol to a configured exchange (201), or re-add one removed before (a file
     symbol included); 200 when it is in the universe already. The partitions follow within
-    a tick of ``universe_partitions_sensor``."""
+    a tick of ``universe_partitions_sensor``.
+
+    Refused with 422 for an exchange the universe file does not configure
+    (``unknown_exchange``), a symbol that is not a ccxt unified one (``symbol_unified``) or of
+    a market type the exchange does not list (``market_type``)."""
     services = _services(request)
     _configured(services, exchange, 422)
     try:
@@ -228,7 +273,10 @@ def remove_symbol(
 ) -> SymbolChangeResult:
     """Remove a symbol from an exchange's effective universe (a file symbol is hidden, the
     file is not touched); 404 when it is not there. Stored data and partitions' history
-    stay; the sensor drops its partitions within a tick."""
+    stay; the sensor drops its partitions within a tick.
+
+    Refused with 404 for an exchange the universe file does not configure
+    (``unknown_exchange``) or a symbol not in its effective universe (``not_in_universe``)."""
     services = _services(request)
     _configured(services, exchange, 404)
     result = _change(services, key, exchange, symbol, "remove")
