@@ -31,6 +31,9 @@ def rate_budget_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     folder = tmp_path_factory.mktemp("rate-budgets")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CRYPTO_PIPELINES_RATE_BUDGET_DIR", str(folder))
+        # Set in a developer's shell it would move every budget to Redis; the tests that want
+        # that set it themselves.
+        patch.delenv("CRYPTO_PIPELINES_REDIS_URL", raising=False)
         yield folder
 
 

@@ -1,4 +1,5 @@
-"""An exchange's request budget shared by every process on this machine.
+"""An exchange's request budget shared by every process on this machine (or, in Redis, by
+every machine behind one IP).
 
 ccxt's throttler paces one client in one process: several Dagster runs, a sensor and a
 user's notebook each have their own, so together they overrun the exchange's budget, and
@@ -21,6 +22,12 @@ exchange, ``$DAGSTER_HOME/rate_budgets`` (``~/.crypto_pipelines`` without ``DAGS
 the machine's one budget per exchange; for the replay exchange, the temporary directory,
 one file per exchange and server address (a replay server's budget is its own, and dies
 with it).
+
+An exchange counts per IP, and several machines can share one: with
+``CRYPTO_PIPELINES_REDIS_URL`` set, ``SharedBudget.for_venue`` keeps the buckets in Redis
+instead, per exchange and egress identity (``exchanges.budget_redis``), with the same
+interface and margin. The grant logic here is the same for both: a ``BudgetStore`` only
+checks and records one grant atomically.
 """
 
 from __future__ import annotations
@@ -35,12 +42,19 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from filelock import FileLock
 from pyrate_limiter import Rate, RateItem, SlidingWindowLog, SQLiteBucket, SQLiteQueries
 
+from crypto_pipelines.exchanges.budget_redis import (
+    RedisStore,
+    budget_scope,
+    budget_slug,
+    egress_id_from_env,
+    redis_url_from_env,
+)
 from crypto_pipelines.exchanges.venues import RateBudget, VenueSpec, get_venue
 
 RATE_BUDGET_DIR_ENV = "CRYPTO_PIPELINES_RATE_BUDGET_DIR"
@@ -103,39 +117,124 @@ class _FileMutex:
         self._lock.release()
 
 
-@dataclass
-class _Bucket:
-    budget: RateBudget
-    limit: int
-    table: str
-    store: SQLiteBucket | None = None
-    leaked_at: int = 0
+class BudgetStore(Protocol):
+    """Where the buckets live (a SQLite file, or Redis: ``budget_redis.RedisStore``)."""
+
+    def take(self, budget: RateBudget, limit: int, cost: int) -> tuple[int, int | None]:
+        """Record ``cost`` units of ``budget`` now if every interval of ``window_ms`` then
+        holds at most ``limit``, atomically across processes: ``(grant time in epoch ms,
+        None)``; else ``(now, ms to wait before asking again)``."""
+        ...
+
+    def close(self) -> None: ...
 
 
 def _table(budget: RateBudget) -> str:
-    slug = re.sub(r"[^a-z0-9]+", "_", budget.name.lower()).strip("_") or "budget"
-    return f"budget_{slug}_{budget.window_ms}"
+    return f"budget_{budget_slug(budget)}_{budget.window_ms}"
+
+
+class SQLiteStore:
+    """The buckets in one SQLite file per exchange, a table per budget, under a file lock.
+    Not thread-safe on its own (``SharedBudget`` serialises its threads); a forked child
+    reopens the file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+        self._pid = 0
+        self._mutex = _FileMutex(path.with_name(path.name + ".lock"))
+        self._buckets: dict[str, SQLiteBucket] = {}
+        self._leaked_at: dict[str, int] = {}
+
+    def take(self, budget: RateBudget, limit: int, cost: int) -> tuple[int, int | None]:
+        store = self._bucket(budget, limit)
+        # The clock is read under the file lock (put takes it again, reentrantly): stamps
+        # then grow in the order they are recorded, which the sliding window and the leak
+        # of expired rows both assume.
+        with self._mutex:
+            item = RateItem(budget.name, store.now(), weight=cost)
+            if store.put(item) is True:  # SQLiteBucket is synchronous: a bool
+                if item.timestamp - self._leaked_at.get(budget.name, 0) >= budget.window_ms:
+                    store.leak(item.timestamp)  # rows no window can count any more
+                    self._leaked_at[budget.name] = item.timestamp
+                return item.timestamp, None
+            wait = store.waiting(item)
+        return item.timestamp, wait if isinstance(wait, int) else budget.window_ms
+
+    def _bucket(self, budget: RateBudget, limit: int) -> SQLiteBucket:
+        if self._conn is None or self._pid != os.getpid():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(
+                str(self.path), timeout=30, isolation_level="DEFERRED", check_same_thread=False
+            )
+            with self._mutex:
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._pid, self._buckets, self._leaked_at = os.getpid(), {}, {}
+        store = self._buckets.get(budget.name)
+        if store is None:
+            table = _table(budget)
+            with self._mutex:
+                self._conn.execute(SQLiteQueries.CREATE_BUCKET_TABLE.format(table=table))
+                self._conn.execute(
+                    SQLiteQueries.CREATE_INDEX_ON_TIMESTAMP.format(
+                        index_name=f"idx_{table}_ts", table_name=table
+                    )
+                )
+                self._conn.commit()
+            store = SQLiteBucket(
+                [Rate(limit, budget.window_ms)],
+                self._conn,
+                table,
+                lock=self._mutex,
+                algorithm=SlidingWindowLog(),
+            )
+            self._buckets[budget.name] = store
+        return store
+
+    def close(self) -> None:
+        if self._conn is not None and self._pid == os.getpid():
+            self._conn.close()
+        self._conn, self._buckets = None, {}
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+
+@dataclass(frozen=True)
+class _Bucket:
+    budget: RateBudget
+    limit: int
 
 
 class SharedBudget:
-    """The request budgets of one exchange, shared through the SQLite file at ``path``.
+    """The request budgets of one exchange, shared through the SQLite file at ``path`` or
+    another ``store`` (give one of the two; ``path`` is None for a store).
 
     ``margin`` is the share of each budget this machine spends (0 < margin <= 1); a cost
     larger than ``capacity x margin`` is refused at construction, since it could never be
-    granted. ``sleep`` is injectable for tests. Thread-safe; a forked child reopens the file.
+    granted. ``sleep`` is injectable for tests. Thread-safe; a forked child reopens the file
+    (or its Redis connection).
     """
 
     def __init__(
         self,
         budgets: Iterable[RateBudget],
-        path: Path | str,
+        path: Path | str | None = None,
         *,
+        store: BudgetStore | None = None,
         margin: float = DEFAULT_MARGIN,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if not 0 < margin <= 1:
             raise ValueError(f"margin must be in (0, 1], got {margin}")
-        self.path = Path(path)
+        self.path = Path(path) if path is not None else None
+        if self.path is not None and store is None:
+            store = SQLiteStore(self.path)
+        elif (self.path is None) == (store is None):
+            raise ValueError("a SharedBudget needs either a path or a store")
+        assert store is not None
+        self.store: BudgetStore = store
         self.margin = margin
         self._sleep = sleep
         self._buckets: list[_Bucket] = []
@@ -150,11 +249,9 @@ class SharedBudget:
                     f"budget {budget.name!r}: {margin:.0%} of {budget.capacity} per "
                     f"{budget.window_ms} ms is {limit}, less than its dearest request ({dearest})"
                 )
-            self._buckets.append(_Bucket(budget, limit, _table(budget)))
+            self._buckets.append(_Bucket(budget, limit))
         self._spent: dict[str, int] = {b.budget.name: 0 for b in self._buckets}
         self._thread_lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = None
-        self._pid = 0
 
     @classmethod
     def for_venue(
@@ -164,9 +261,21 @@ class SharedBudget:
         replay_url: str | None = None,
         directory: Path | str | None = None,
         margin: float = DEFAULT_MARGIN,
+        redis_url: str | None = None,
+        egress_id: str | None = None,
     ) -> SharedBudget:
-        """The machine-wide budget of an exchange (live, or a replay exchange's address)."""
+        """The shared budget of an exchange (live, or a replay exchange's address).
+
+        In Redis at ``redis_url`` (default ``$CRYPTO_PIPELINES_REDIS_URL``), shared by every
+        process with the same egress id (default ``$CRYPTO_PIPELINES_EGRESS_ID``, else the
+        host name); else, or when ``directory`` is given, in this machine's SQLite file."""
         venue = get_venue(spec) if isinstance(spec, str) else spec
+        if redis_url is not None and directory is not None:
+            raise ValueError("a budget lives in a directory or in Redis, not both")
+        url = redis_url or (redis_url_from_env() if directory is None else None)
+        if url:
+            scope = budget_scope(venue.id, replay_url, egress_id or egress_id_from_env())
+            return cls(venue.rate_budgets, store=RedisStore(url, scope), margin=margin)
         return cls(venue.rate_budgets, budget_path(venue.id, replay_url, directory), margin=margin)
 
     # -- spending -------------------------------------------------------------------------
@@ -202,68 +311,20 @@ class SharedBudget:
 
     def _take(self, bucket: _Bucket, cost: int) -> tuple[float, int]:
         waited = 0.0
+        window = bucket.budget.window_ms
         while True:
             with self._thread_lock:
-                store = self._store(bucket)
-                # The clock is read under the file lock (put takes it again, reentrantly):
-                # stamps then grow in the order they are recorded, which the sliding window
-                # and the leak of expired rows both assume.
-                with store.lock:
-                    item = RateItem(bucket.budget.name, store.now(), weight=cost)
-                    if store.put(item) is True:  # SQLiteBucket is synchronous: a bool
-                        self._spent[bucket.budget.name] += cost
-                        if item.timestamp - bucket.leaked_at >= bucket.budget.window_ms:
-                            store.leak(item.timestamp)  # rows no window can count any more
-                            bucket.leaked_at = item.timestamp
-                        return waited, item.timestamp
-                    wait = store.waiting(item)
-            wait_ms = wait if isinstance(wait, int) else bucket.budget.window_ms
-            seconds = min(max(wait_ms, 1), bucket.budget.window_ms) / 1000
+                at, wait_ms = self.store.take(bucket.budget, bucket.limit, cost)
+                if wait_ms is None:
+                    self._spent[bucket.budget.name] += cost
+                    return waited, at
+            seconds = min(max(wait_ms, 1), window) / 1000
             self._sleep(seconds)
             waited += seconds
 
-    # -- the shared file ------------------------------------------------------------------
-    def _store(self, bucket: _Bucket) -> SQLiteBucket:
-        if self._conn is None or self._pid != os.getpid():
-            self._open()
-        assert bucket.store is not None
-        return bucket.store
-
-    def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        mutex = _FileMutex(self.path.with_name(self.path.name + ".lock"))
-        conn = sqlite3.connect(
-            str(self.path), timeout=30, isolation_level="DEFERRED", check_same_thread=False
-        )
-        with mutex:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            for bucket in self._buckets:
-                conn.execute(SQLiteQueries.CREATE_BUCKET_TABLE.format(table=bucket.table))
-                conn.execute(
-                    SQLiteQueries.CREATE_INDEX_ON_TIMESTAMP.format(
-                        index_name=f"idx_{bucket.table}_ts", table_name=bucket.table
-                    )
-                )
-            conn.commit()
-        for bucket in self._buckets:
-            bucket.store = SQLiteBucket(
-                [Rate(bucket.limit, bucket.budget.window_ms)],
-                conn,
-                bucket.table,
-                lock=mutex,
-                algorithm=SlidingWindowLog(),
-            )
-            bucket.leaked_at = 0
-        self._conn, self._pid = conn, os.getpid()
-
     def close(self) -> None:
         with self._thread_lock:
-            if self._conn is not None and self._pid == os.getpid():
-                self._conn.close()
-            self._conn = None
-            for bucket in self._buckets:
-                bucket.store = None
+            self.store.close()
 
     def __enter__(self) -> SharedBudget:
         return self
@@ -272,7 +333,7 @@ class SharedBudget:
         self.close()
 
     def __repr__(self) -> str:
-        return f"SharedBudget({self.path}, margin={self.margin})"
+        return f"SharedBudget({self.store}, margin={self.margin})"
 
 
 def attach(client: Any, budget: SharedBudget | None) -> Any:

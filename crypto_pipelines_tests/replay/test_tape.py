@@ -94,7 +94,7 @@ def test_gzip_crlf_and_no_trailing_newline(tmp_path: Path) -> None:
             "ts must be an integer",
         ),
         (HEADER + GOOD[0] + "\n" + GOOD[1], 3, "missing value"),
-        (HEADER + GOOD[0] + "1704067260000,42001,42002,41999,42000,1,7\n", 3, "line 3"),
+        (HEADER + GOOD[0] + "1704067260000,42001,42002,41999,42000,1,7\n", 3, "expected 6 fields"),
         ("", 1, "empty file"),
     ],
 )
@@ -166,6 +166,23 @@ def test_other_malformed_files_are_refused(
     path = write(tmp_path, rel, content)
     error = load_error(tmp_path)
     assert error.path in (path, path.parent) and problem in str(error), str(error)
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ('{"ts": 5, "bids": [["abc", "1"]], "asks": []}', "level must be [price, amount] numbers"),
+        ('{"ts": "5", "bids": [], "asks": []}', "each line must be"),
+        ('{"ts": 5, "bids": [[2, 1]]', "not a JSON object"),
+        ('{"ts": 5, "bids": [], "asks": {"1": 2}}', "'asks' must be a list"),
+    ],
+)
+def test_book_errors_quote_the_line(tmp_path: Path, line: str, problem: str) -> None:
+    good = '{"ts": 1, "bids": [[2, 1]], "asks": [[3, 1]]}\n'
+    write(tmp_path, "binance/BTC_USDT/book.jsonl", good + line + "\n")
+    error = load_error(tmp_path)
+    assert error.line == 2 and problem in str(error)
+    assert str(error).endswith(repr(line)), str(error)
 
 
 def test_trade_line_numbers_in_errors(tmp_path: Path) -> None:

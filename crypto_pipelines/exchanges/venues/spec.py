@@ -206,7 +206,7 @@ class OpenInterestSpec:
 @dataclass(frozen=True, slots=True)
 class RateBudget:
     """One of the exchange's published request budgets, shared by every process on the
-    machine (``exchanges.budget``). ``costs`` is what each ccxt implicit method draws from it
+    machine, or behind one egress IP through Redis (``exchanges.budget``). ``costs`` is what each ccxt implicit method draws from it
     (Binance weights; 1 elsewhere); methods not listed do not draw on this budget. Where the
     exchange prices a request by its ``limit`` parameter (Binance futures klines),
     ``limit_costs`` holds ``(highest limit, cost)`` steps, ascending, and ``costs`` the price

@@ -244,6 +244,8 @@ class CsvFile:
         try:
             text = self._reader(typed=False, skip_rows=row0, n_rows=_CHUNK_ROWS)
         except (pd.errors.ParserError, ValueError) as inner:
+            # Most often a line with too many fields: name it with its own text.
+            self._check_field_counts(self._starts)
             raise TapeError(self.path, f"unreadable CSV: {_parser_message(inner, row0)}") from exc
         self._check_frame(text, row0)
         raise TapeError(self.path, f"unreadable CSV near line {row0 + 2}: {exc}") from exc

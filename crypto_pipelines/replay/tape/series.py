@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, NamedTuple
@@ -344,33 +345,47 @@ def _open_binary(path: Path) -> IO[bytes]:
 
 
 def _parse_snapshot(path: Path, line: int, raw: bytes) -> BookSnapshot:
+    text = raw.decode("utf-8", "replace").strip()
+    shown = repr(text if len(text) <= 160 else text[:157] + "...")
+
+    def refuse(problem: str) -> TapeError:
+        return TapeError(path, f"{problem}: {shown}", line)
+
     try:
         # parse_float=str keeps each level's decimal text exactly as recorded.
         obj = json.loads(raw, parse_float=str)
     except ValueError as exc:
-        raise TapeError(path, f"not a JSON object: {exc}", line) from exc
+        raise refuse(f"not a JSON object ({exc})") from exc
     if not isinstance(obj, dict) or not isinstance(obj.get("ts"), int):
-        raise TapeError(path, 'each line must be {"ts": int, "bids": [...], "asks": [...]}', line)
+        raise refuse('each line must be {"ts": int, "bids": [...], "asks": [...]}')
     sides: list[list[tuple[str, str]]] = []
     for key in ("bids", "asks"):
         levels = obj.get(key)
         if not isinstance(levels, list):
-            raise TapeError(path, f"{key!r} must be a list of [price, amount]", line)
+            raise refuse(f"{key!r} must be a list of [price, amount]")
         out: list[tuple[str, str]] = []
         for level in levels:
             if (
                 not isinstance(level, list)
                 or len(level) != 2
-                or not all(
-                    isinstance(v, int | float | str) and not isinstance(v, bool) for v in level
-                )
+                or not all(_is_number(v) for v in level)
             ):
-                raise TapeError(path, f"{key!r} level must be [price, amount]: {level!r}", line)
+                raise refuse(f"{key!r} level must be [price, amount] numbers, not {level!r}")
             out.append((str(level[0]), str(level[1])))
         sides.append(out)
     bids, asks = sides
     if any(float(b[0]) <= float(a[0]) for a, b in zip(bids[1:], bids, strict=False)):
-        raise TapeError(path, "bids must be sorted best (highest) price first", line)
+        raise refuse("bids must be sorted best (highest) price first")
     if any(float(a[0]) >= float(b[0]) for a, b in zip(asks, asks[1:], strict=False)):
-        raise TapeError(path, "asks must be sorted best (lowest) price first", line)
+        raise refuse("asks must be sorted best (lowest) price first")
     return BookSnapshot(obj["ts"], bids, asks)
+
+
+def _is_number(value: object) -> bool:
+    """A book level's price or amount: a JSON number (kept as its decimal text)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except ValueError:
+        return False
