@@ -13,6 +13,7 @@ import typer
 
 from crypto_pipelines.api.cli import api
 from crypto_pipelines.defs.cli import partitions_app, refetch
+from crypto_pipelines.defs.worker_cli import worker
 from crypto_pipelines.replay.cli import replay_app
 from crypto_pipelines.stream.cli import stream_app
 
@@ -27,6 +28,7 @@ app.add_typer(partitions_app, name="partitions")
 app.add_typer(stream_app, name="stream")
 app.command()(refetch)
 app.command()(api)
+app.command()(worker)
 
 
 @app.callback()

@@ -16,6 +16,7 @@ from crypto_pipelines.defs.checks.cross_exchange import (
 )
 from crypto_pipelines.defs.checks.gaps import gaps_checks
 from crypto_pipelines.defs.checks.schema import schema_checks
+from crypto_pipelines.defs.executor import executor_from_env
 from crypto_pipelines.defs.freshness import with_freshness_policies
 from crypto_pipelines.defs.jobs import exchange_load_jobs
 from crypto_pipelines.defs.resources import ExchangesResource, MarketStoreResource
@@ -37,7 +38,8 @@ by side against the same SQLite files, where they contend for the database lock.
 cannot usefully run in parallel anyway: every asset that calls an exchange is in that
 exchange's concurrency pool (one op at a time), and different exchanges' ranges are
 different runs, which do run in parallel (``max_concurrent_runs``). Measured on a one-year
-1m backfill: see ``python -m benchmarks dagster_backfill``."""
+1m backfill: see ``python -m benchmarks dagster_backfill``. ``CRYPTO_PIPELINES_EXECUTOR=celery``
+runs the steps on Celery workers instead (``defs.executor``)."""
 
 
 ACCEPTED_DAGSTER_WARNINGS: tuple[tuple[type[Warning], str], ...] = (
@@ -89,7 +91,7 @@ def build_definitions(universe: Universe) -> dg.Definitions:
 def _definitions(universe: Universe) -> dg.Definitions:
     load_jobs = exchange_load_jobs(universe)  # one definition each, shared with the schedules
     return dg.Definitions(
-        executor=EXECUTOR,
+        executor=executor_from_env(EXECUTOR),
         assets=with_freshness_policies(build_assets(universe)),
         asset_checks=[
             *gaps_checks(universe),

@@ -7,6 +7,7 @@ from typing import Any
 
 import dagster as dg
 
+from crypto_pipelines.defs.executor import exchange_op_tags, worker_id
 from crypto_pipelines.defs.metadata import definition_metadata
 from crypto_pipelines.defs.resources import ExchangesResource, MarketStoreResource
 from crypto_pipelines.defs.retries import retry_transient
@@ -29,6 +30,7 @@ def markets_asset(exchange: str, config: ExchangeUniverse) -> dg.AssetsDefinitio
         "`crypto_pairs` and `crypto_perps`. With universe filters `top_n_by_volume`, also the 24h USD "
         f"volume ranking of the markets the filters could add (metadata `{VOLUME_RANKING_METADATA}`).",
         tags={"exchange": exchange},
+        op_tags=exchange_op_tags(exchange),
     )
     def _markets(
         context: dg.AssetExecutionContext,
@@ -54,6 +56,7 @@ def markets_asset(exchange: str, config: ExchangeUniverse) -> dg.AssetsDefinitio
             "skipped_other_types": len(instruments.skipped),
             "rows_written": sum(written.values()),
             "universe_symbols_not_listed": dg.MetadataValue.json(missing),
+            "worker": worker_id(),
         }
         filters = config.filters
         if filters is not None and filters.top_n_by_volume is not None:
@@ -98,7 +101,11 @@ def _catalog_asset(table: str, what: str, deps: list[dg.AssetKey]) -> dg.AssetsD
         context: dg.AssetExecutionContext, market_store: MarketStoreResource
     ) -> dg.MaterializeResult:
         frame = market_store.store().read(table)
-        meta: dict[str, Any] = {"rows": len(frame), "dagster/row_count": len(frame)}
+        meta: dict[str, Any] = {
+            "rows": len(frame),
+            "dagster/row_count": len(frame),
+            "worker": worker_id(),
+        }
         if "exchange" in frame.columns:
             meta["by_exchange"] = dg.MetadataValue.json(dict(Counter(frame["exchange"])))
         if "quote" in frame.columns:

@@ -24,6 +24,7 @@ from typing import Any
 
 import dagster as dg
 
+from crypto_pipelines.defs.executor import exchange_op_tags, worker_id
 from crypto_pipelines.defs.metadata import (
     definition_metadata,
     partition_metadata,
@@ -85,6 +86,7 @@ def market_asset(
         description=_description(exchange, spec, timeframe),
         metadata=definition_metadata(spec.name, exchange=exchange, **extra),
         tags={"exchange": exchange, "dataset": spec.name},
+        op_tags=exchange_op_tags(exchange),
     )
     def _asset(
         context: dg.AssetExecutionContext,
@@ -147,8 +149,11 @@ def market_asset(
                 )
                 metadata[keys[0]]["per_partition_figures"] = note
                 keys = keys[:1]
+            worker = worker_id()
             for key in keys:
-                context.add_asset_metadata(metadata.get(key, {}), partition_key=key)
+                context.add_asset_metadata(
+                    {**metadata.get(key, {}), "worker": worker}, partition_key=key
+                )
         return dg.MaterializeResult()
 
     return _asset
