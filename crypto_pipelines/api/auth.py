@@ -69,9 +69,11 @@ def _unauthorized(request: Request, detail: str) -> HTTPException:
     )
 
 
-def require_key(request: Request) -> ApiKey:
+async def require_key(request: Request) -> ApiKey:
     """FastAPI dependency of every route but ``/health``: the caller's key, or 401; then
-    the key's budget, or 429 with ``Retry-After`` (whole seconds, at least 1)."""
+    the key's budget, or 429 with ``Retry-After`` (whole seconds, at least 1). ``async``
+    although it never awaits: FastAPI runs a plain ``def`` dependency in its thread pool, a
+    thread hop per request that cost a tenth of a small request's time."""
     settings: ApiSettings = request.app.state.settings
     if settings.insecure_dev and not settings.keys:
         key = DEV_KEY

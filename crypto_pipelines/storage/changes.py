@@ -10,6 +10,7 @@ column is part of the key (candles, funding rates), else an ``IN`` over the row 
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any, Final
 
 import numpy as np
@@ -17,7 +18,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from crypto_pipelines.domain.schemas import Dataset
+from crypto_pipelines.domain.schemas import Dataset, get_dataset
 from crypto_pipelines.storage.schema import table_for
 
 INSERTED: Final = 0
@@ -52,35 +53,66 @@ def classify(connection: Connection, ds: Dataset, frame: pd.DataFrame) -> np.nda
     return outcome
 
 
+@cache
+def _range_query(dataset: str) -> sa.Select[Any]:
+    """The stored rows of one series between two times, with bound parameters: one statement
+    object per dataset, so SQLAlchemy computes its cache key once, not per batch."""
+    ds = get_dataset(dataset)
+    table = table_for(ds.name)
+    assert ds.time_column is not None
+    ts = table.c[ds.time_column]
+    return sa.select(*(table.c[c] for c in [*ds.key, *_values(ds)])).where(
+        *(table.c[c] == sa.bindparam(c) for c in _series_columns(ds)),
+        ts >= sa.bindparam("first_ts"),
+        ts <= sa.bindparam("last_ts"),
+    )
+
+
+@cache
+def _ids_query(dataset: str) -> sa.Select[Any]:
+    """The stored rows of one series among given row keys (``ids``, an expanding list)."""
+    ds = get_dataset(dataset)
+    table = table_for(ds.name)
+    [row_key] = [c for c in ds.key if c not in _series_columns(ds)]
+    return sa.select(*(table.c[c] for c in [*ds.key, *_values(ds)])).where(
+        *(table.c[c] == sa.bindparam(c) for c in _series_columns(ds)),
+        table.c[row_key].in_(sa.bindparam("ids", expanding=True)),
+    )
+
+
+def _series_columns(ds: Dataset) -> list[str]:
+    return [c for c in _SERIES if c in ds.columns]
+
+
+def _values(ds: Dataset) -> list[str]:
+    return [c for c in ds.columns if c not in ds.key]
+
+
 def _stored(
     connection: Connection, ds: Dataset, frame: pd.DataFrame, key: list[str], values: list[str]
 ) -> pd.DataFrame:
-    table = table_for(ds.name)
-    columns = [table.c[c] for c in key + values]
-    series_columns = [c for c in _SERIES if c in ds.columns]
+    series_columns = _series_columns(ds)
     row_key = [c for c in key if c not in series_columns]
+    by_range = ds.time_column is not None and row_key == [ds.time_column]
+    if not by_range and len(row_key) != 1:
+        raise ValueError(f"{ds.name}: cannot classify rows keyed by {row_key}")
     parts: list[Any] = []
     for series in frame[series_columns].drop_duplicates().itertuples(index=False):
-        where = [table.c[c] == v for c, v in zip(series_columns, series, strict=True)]
+        params = dict(zip(series_columns, series, strict=True))
         mask = np.ones(len(frame), dtype=bool)
-        for c, v in zip(series_columns, series, strict=True):
+        for c, v in params.items():
             mask &= frame[c].to_numpy() == v
         part = frame[mask]
-        if ds.time_column is not None and row_key == [ds.time_column]:
+        if by_range:
+            assert ds.time_column is not None
             stamps = part[ds.time_column]
-            bounds = [
-                table.c[ds.time_column] >= int(stamps.min()),
-                table.c[ds.time_column] <= int(stamps.max()),
-            ]
-            parts.extend(connection.execute(sa.select(*columns).where(*where, *bounds)).all())
+            bounds = {"first_ts": int(stamps.min()), "last_ts": int(stamps.max())}
+            parts.extend(connection.execute(_range_query(ds.name), params | bounds).all())
         else:
-            ids = part[row_key[0]].tolist() if len(row_key) == 1 else None
-            if ids is None:
-                raise ValueError(f"{ds.name}: cannot classify rows keyed by {row_key}")
+            ids = part[row_key[0]].tolist()
             for start in range(0, len(ids), _IN_CHUNK):
-                chunk = ids[start : start + _IN_CHUNK]
-                query = sa.select(*columns).where(*where, table.c[row_key[0]].in_(chunk))
-                parts.extend(connection.execute(query).all())
+                chunk = {"ids": ids[start : start + _IN_CHUNK]}
+                parts.extend(connection.execute(_ids_query(ds.name), params | chunk).all())
     stored = pd.DataFrame(parts, columns=key + values)
     for name in key:  # the merge needs the frame's dtypes on the key columns
         stored[name] = stored[name].astype(frame[name].dtype)

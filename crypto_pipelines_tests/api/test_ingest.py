@@ -268,3 +268,14 @@ def test_cells_that_are_lists_or_objects_are_named_not_crashed_on(api: RunningAp
         (1, "open", "number_type"),
         (2, "open", "number_type"),
     ]
+
+
+def test_trades_resent_are_counted_by_their_ids(api: RunningApi) -> None:
+    rows = [[str(100 + i), T0 + i, "buy", 42000.0 + i, 0.1] for i in range(600)]  # > one IN chunk
+    body = {"exchange": "binance", "symbol": "BTC/USDT", "rows": rows}
+    with api.client() as client:
+        first = client.post("/v1/trades", json=body)
+        rows[599][3] = 1.0
+        again = client.post("/v1/trades", json=body)
+    assert first.json() == {"inserted": 600, "updated": 0, "unchanged": 0}
+    assert again.json() == {"inserted": 0, "updated": 1, "unchanged": 599}
