@@ -22,6 +22,7 @@ import asyncio
 import json
 import threading
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,7 +32,9 @@ from pydantic import Field
 from crypto_pipelines.defs.resources import ExchangesResource, MarketStoreResource
 from crypto_pipelines.domain.datasets import get_market_dataset
 from crypto_pipelines.domain.incremental import partition_date_key, partition_start
-from crypto_pipelines.domain.universe import Universe
+from crypto_pipelines.domain.universe import Universe, with_changes
+from crypto_pipelines.storage.store import MarketStore
+from crypto_pipelines.storage.universe_changes import universe_changes
 from crypto_pipelines.stream.cache import redis_url_from_env
 from crypto_pipelines.stream.service import StreamService, StreamSettings
 
@@ -139,6 +142,20 @@ def _report(
         )
 
 
+def stream_symbols(
+    universe: Universe, exchanges: Sequence[str], store: MarketStore
+) -> dict[str, list[str]]:
+    """The symbols to stream per exchange (all configured exchanges, or ``exchanges``): the
+    universe file's with the changes made through the API applied, read when the run starts."""
+    changes = universe_changes(store.engine)
+    current = with_changes(universe, ((c.exchange, c.symbol, c.action) for c in changes))
+    return {
+        name: list(cfg.symbols)
+        for name, cfg in current.exchanges.items()
+        if (not exchanges or name in exchanges) and cfg.symbols
+    }
+
+
 def stream_job(universe: Universe) -> dg.JobDefinition:
     """``market_stream``: the universe's symbols streamed until the run is terminated."""
 
@@ -153,11 +170,8 @@ def stream_job(universe: Universe) -> dg.JobDefinition:
         exchanges: ExchangesResource,
         market_store: MarketStoreResource,
     ) -> None:
-        chosen = {
-            name: list(cfg.symbols)
-            for name, cfg in universe.exchanges.items()
-            if (not config.exchanges or name in config.exchanges) and cfg.symbols
-        }
+        store = market_store.store()
+        chosen = stream_symbols(universe, config.exchanges, store)
         settings = StreamSettings(
             timeframes=tuple(config.timeframes),
             flush_ms=config.flush_ms,
@@ -168,7 +182,7 @@ def stream_job(universe: Universe) -> dg.JobDefinition:
         )
         service = StreamService(
             chosen,
-            market_store.store(),
+            store,
             settings=settings,
             replay_url=exchanges.effective_replay_url() if exchanges.source == "replay" else None,
             redis_url=redis_url_from_env(),
