@@ -22,7 +22,7 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from benchmarks.common import CLI, Result
+from benchmarks.common import CLI, Result, free_port
 
 SECRET = "bench-secret-0123456789"
 T0 = 1_704_067_200_000
@@ -44,7 +44,7 @@ def api_server(db_url: str, workers: int = 2) -> Iterator[str]:
             "    timeframes: [1m]\n    start: 2020-01-01\n"
         )
         (root / "home").mkdir()
-        port = _free_port()
+        port = free_port()
         env = {
             **os.environ,
             "CRYPTO_PIPELINES_API_KEYS": f"bench:{SECRET}",
@@ -65,14 +65,6 @@ def api_server(db_url: str, workers: int = 2) -> Iterator[str]:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def _wait_up(url: str, proc: subprocess.Popen[bytes]) -> None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,7 +34,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import CLI, Result, ServerProcess
+from benchmarks.common import CLI, Result, ServerProcess, free_port
 from crypto_pipelines.replay.synth import SynthSpec, write_synthetic_tape
 from crypto_pipelines.storage.store import MarketStore
 
@@ -110,12 +109,6 @@ def _wait_daemon(url: str, seconds: float = 180) -> None:
             return
         time.sleep(0.5)
     raise RuntimeError("dagster daemon did not become healthy")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_http(url: str, seconds: float = 180) -> None:
@@ -250,7 +243,7 @@ def _trial(
     )
     env.pop("CRYPTO_PIPELINES_SOURCE", None)
     subprocess.run([CLI, "partitions", "sync"], env=env, check=True, capture_output=True)
-    port = _free_port()
+    port = free_port()
     workspace = str(ROOT / "workspace.yaml")
     web = subprocess.Popen(
         [str(BIN / "dagster-webserver"), "-w", workspace, "-h", "127.0.0.1", "-p", str(port)],

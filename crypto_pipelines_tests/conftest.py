@@ -5,6 +5,7 @@ is set, a PostgreSQL schema of its own per test)."""
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,6 +36,14 @@ def rate_budget_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         # that set it themselves.
         patch.delenv("CRYPTO_PIPELINES_REDIS_URL", raising=False)
         yield folder
+
+
+def free_port() -> int:
+    """A loopback port with nothing listening (bound, then released): for a server a test
+    starts, or for an address that must refuse connections."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def require_shared(path: Path = SHARED) -> Path:

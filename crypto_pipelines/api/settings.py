@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from crypto_pipelines.domain.redis_url import redis_url_from_env
+
 KEYS_ENV: Final = "CRYPTO_PIPELINES_API_KEYS"
 KEYS_FILE_ENV: Final = "CRYPTO_PIPELINES_API_KEYS_FILE"
 MAX_BODY_ENV: Final = "CRYPTO_PIPELINES_API_MAX_BODY_BYTES"
@@ -27,7 +29,6 @@ MAX_ROWS_ENV: Final = "CRYPTO_PIPELINES_API_MAX_ROWS"
 RATE_ENV: Final = "CRYPTO_PIPELINES_API_RATE_PER_S"
 LINEAGE_ENV: Final = "CRYPTO_PIPELINES_API_LINEAGE_EVERY_S"
 DAGSTER_URL_ENV: Final = "CRYPTO_PIPELINES_DAGSTER_URL"
-REDIS_URL_ENV: Final = "CRYPTO_PIPELINES_REDIS_URL"
 
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 
@@ -140,5 +141,5 @@ class ApiSettings:
             burst=rate * 2,
             lineage_every_s=_number(env, LINEAGE_ENV, cls.lineage_every_s),
             dagster_url=env.get(DAGSTER_URL_ENV, "").strip() or cls.dagster_url,
-            redis_url=env.get(REDIS_URL_ENV, "").strip() or None,
+            redis_url=redis_url_from_env(env),
         )

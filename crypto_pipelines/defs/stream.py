@@ -32,10 +32,10 @@ from pydantic import Field
 from crypto_pipelines.defs.resources import ExchangesResource, MarketStoreResource
 from crypto_pipelines.domain.datasets import get_market_dataset
 from crypto_pipelines.domain.incremental import partition_date_key, partition_start
+from crypto_pipelines.domain.redis_url import redis_url_from_env
 from crypto_pipelines.domain.universe import Universe, with_changes
 from crypto_pipelines.storage.store import MarketStore
 from crypto_pipelines.storage.universe_changes import universe_changes
-from crypto_pipelines.stream.cache import redis_url_from_env
 from crypto_pipelines.stream.service import StreamService, StreamSettings
 
 STREAM_JOB = "market_stream"

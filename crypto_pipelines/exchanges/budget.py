@@ -48,12 +48,12 @@ from urllib.parse import urlsplit
 from filelock import FileLock
 from pyrate_limiter import Rate, RateItem, SlidingWindowLog, SQLiteBucket, SQLiteQueries
 
+from crypto_pipelines.domain.redis_url import redis_url_from_env
 from crypto_pipelines.exchanges.budget_redis import (
     RedisStore,
     budget_scope,
     budget_slug,
     egress_id_from_env,
-    redis_url_from_env,
 )
 from crypto_pipelines.exchanges.venues import RateBudget, VenueSpec, get_venue
 

@@ -38,6 +38,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pyrate_limiter import Rate, RateItem, RedisBucket, SlidingWindowLog
 
+from crypto_pipelines.domain.redis_url import REDIS_URL_ENV
 from crypto_pipelines.exchanges.venues import RateBudget
 
 if TYPE_CHECKING:  # redis costs every process 0.1 s to import: only when a budget uses it
@@ -46,7 +47,6 @@ if TYPE_CHECKING:  # redis costs every process 0.1 s to import: only when a budg
 
 log = logging.getLogger(__name__)
 
-REDIS_URL_ENV: Final = "CRYPTO_PIPELINES_REDIS_URL"
 EGRESS_ID_ENV: Final = "CRYPTO_PIPELINES_EGRESS_ID"
 KEY_PREFIX: Final = "crypto_pipelines:budget"
 #: a lock holder that stalls longer than this (a paused VM) loses the lock rather than
@@ -61,11 +61,6 @@ _TIMEOUT_S = 5.0
 
 class RateBudgetUnavailable(RuntimeError):
     """The shared budget's Redis cannot be reached or used: no request is sent unpaced."""
-
-
-def redis_url_from_env() -> str | None:
-    value = os.environ.get(REDIS_URL_ENV, "").strip()
-    return value or None
 
 
 def egress_id_from_env() -> str:

@@ -12,18 +12,11 @@ pipelined round trip per batch. Off by default: an embedded setup needs no Redis
 from __future__ import annotations
 
 import json
-import os
 from typing import Any, Final
 
 from crypto_pipelines.stream.events import StreamBatch
 
-REDIS_URL_ENV: Final = "CRYPTO_PIPELINES_REDIS_URL"
 DEFAULT_PREFIX: Final = "crypto_pipelines"
-
-
-def redis_url_from_env() -> str | None:
-    value = os.environ.get(REDIS_URL_ENV, "").strip()
-    return value or None
 
 
 class RedisCache:

@@ -35,9 +35,9 @@ def run(
     """Stream trades (and candles, and order books) of the universe's symbols into the market
     database."""
     from crypto_pipelines.defs.universe_check import load_checked_universe
+    from crypto_pipelines.domain.redis_url import redis_url_from_env
     from crypto_pipelines.exchanges.routing import replay_url_from_env
     from crypto_pipelines.storage.store import MarketStore
-    from crypto_pipelines.stream.cache import redis_url_from_env
     from crypto_pipelines.stream.service import StreamService, StreamSettings
 
     universe = load_checked_universe()

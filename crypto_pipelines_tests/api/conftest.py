@@ -6,7 +6,6 @@ Lineage goes to a recording reporter unless a test passes the Dagster one."""
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -24,6 +23,7 @@ from crypto_pipelines.api.services import IngestedSpan, StreamConflict, StreamUn
 from crypto_pipelines.api.settings import ApiKey
 from crypto_pipelines.domain.universe import ExchangeUniverse, Universe
 from crypto_pipelines.storage.store import MarketStore
+from crypto_pipelines_tests.conftest import free_port
 
 DESK = ApiKey("desk", "desk-secret-0123456789")
 OTHER = ApiKey("other", "other-secret-0123456789")
@@ -123,12 +123,6 @@ class RunningApi:
     def client(self, key: ApiKey | None = DESK, **kwargs: object) -> httpx.Client:
         headers = {"Authorization": f"Bearer {key.secret}"} if key is not None else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=60, **kwargs)  # type: ignore[arg-type]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager

@@ -11,7 +11,6 @@ leaves the candles' month open, and the month's rollover finalizes both."""
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +32,7 @@ from crypto_pipelines.domain.universe import Universe
 from crypto_pipelines.replay import FaultConfig, Tape
 from crypto_pipelines.replay.synth import SynthSpec, write_synthetic_tape
 from crypto_pipelines.storage.store import MarketStore
+from crypto_pipelines_tests.conftest import free_port
 from crypto_pipelines_tests.defs.automation import (
     Exchange,
     all_partitions,
@@ -453,13 +453,6 @@ def test_an_unreachable_exchange_skips_the_tick_and_keeps_the_cursor(
     assert ticker.tick()  # reachable again: the tick proceeds
 
 
-def _closed_port() -> int:
-    """A loopback port with nothing listening (bound, then released)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_a_closed_exchange_url_skips_with_the_reason(
     tmp_path: Path, instance: dg.DagsterInstance, sqlite_url: str
 ) -> None:
@@ -468,7 +461,7 @@ def test_a_closed_exchange_url_skips_with_the_reason(
     sensor = incremental_sensor("binance", universe.exchanges["binance"])
     closed = {
         "exchanges": ExchangesResource(
-            source="replay", replay_url=f"http://127.0.0.1:{_closed_port()}"
+            source="replay", replay_url=f"http://127.0.0.1:{free_port()}"
         ),
         "market_store": MarketStoreResource(db_url=sqlite_url, source="replay"),
     }

@@ -17,8 +17,9 @@ import redis
 from crypto_pipelines.defs.build import build_assets
 from crypto_pipelines.defs.resources import ExchangesResource, MarketStoreResource
 from crypto_pipelines.defs.universe_sync import sync_symbol_partitions
+from crypto_pipelines.domain.redis_url import REDIS_URL_ENV
 from crypto_pipelines.exchanges.budget import attached
-from crypto_pipelines.exchanges.budget_redis import EGRESS_ID_ENV, KEY_PREFIX, REDIS_URL_ENV
+from crypto_pipelines.exchanges.budget_redis import EGRESS_ID_ENV, KEY_PREFIX
 from crypto_pipelines_tests.defs.conftest import ReplayWorld
 
 REDIS_URL = os.environ.get("CRYPTO_PIPELINES_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

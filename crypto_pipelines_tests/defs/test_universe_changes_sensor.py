@@ -6,7 +6,6 @@ the changes leaves the partitions as they are."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from crypto_pipelines.domain.universe import Universe
 from crypto_pipelines.storage.store import MarketStore
 from crypto_pipelines.storage.universe_changes import UniverseChange, record_change
 from crypto_pipelines_tests.api.conftest import DESK, serve_api
+from crypto_pipelines_tests.conftest import free_port
 from crypto_pipelines_tests.defs.automation import write_universe
 
 SYMBOLS = symbols_partitions_name("binance")
@@ -33,12 +33,6 @@ OKX = symbols_partitions_name("okx")
 NOW_MS = 1_718_000_000_000
 
 Requests = dict[str, tuple[set[str], set[str]]]
-
-
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture
@@ -69,7 +63,7 @@ def _resources(db_url: str) -> dict[str, object]:
     # No filters: the exchanges are never asked (a closed port proves it).
     return {
         "exchanges": ExchangesResource(
-            source="replay", replay_url=f"http://127.0.0.1:{_closed_port()}"
+            source="replay", replay_url=f"http://127.0.0.1:{free_port()}"
         ),
         "market_store": MarketStoreResource(db_url=db_url, source="replay"),
     }
@@ -165,7 +159,7 @@ def test_a_tick_without_the_store_changes_nothing(
     unreachable = {
         **_resources(db_url),
         "market_store": MarketStoreResource(
-            db_url=f"postgresql+psycopg://nobody@127.0.0.1:{_closed_port()}/market",
+            db_url=f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/market",
             source="replay",
         ),
     }

@@ -5,7 +5,6 @@ inactive ones never join, and a bad filter configuration is refused naming its k
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -26,6 +25,7 @@ from crypto_pipelines.domain.universe import Universe, UniverseError, load_unive
 from crypto_pipelines.replay import Tape
 from crypto_pipelines.replay.synth import SynthSpec, write_synthetic_tape
 from crypto_pipelines.storage.store import MarketStore
+from crypto_pipelines_tests.conftest import free_port
 from crypto_pipelines_tests.defs.automation import (
     Exchange,
     asset_of,
@@ -164,13 +164,6 @@ def test_top_n_by_volume_from_the_markets_asset(
     assert set(instance.get_dynamic_partitions(PARTITIONS)) == {"BTC/USDT:USDT", *expected[1:]}
 
 
-def _closed_port() -> int:
-    """A loopback port with nothing listening (bound, then released)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_an_unreachable_exchange_skips_naming_it(
     tmp_path: Path, instance: dg.DagsterInstance, db_url: str
 ) -> None:
@@ -180,7 +173,7 @@ def test_an_unreachable_exchange_skips_naming_it(
     sync_symbol_partitions(instance, universe)
     closed = {
         "exchanges": ExchangesResource(
-            source="replay", replay_url=f"http://127.0.0.1:{_closed_port()}"
+            source="replay", replay_url=f"http://127.0.0.1:{free_port()}"
         ),
         "market_store": MarketStoreResource(db_url=db_url, source="replay"),
     }

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import redis
 
+from crypto_pipelines.domain.redis_url import REDIS_URL_ENV
 from crypto_pipelines.exchanges import (
     FetchStats,
     RetriesExhausted,
@@ -33,7 +34,6 @@ from crypto_pipelines.exchanges.budget import SharedBudget, attached, grants_wit
 from crypto_pipelines.exchanges.budget_redis import (
     EGRESS_ID_ENV,
     KEY_PREFIX,
-    REDIS_URL_ENV,
     RateBudgetUnavailable,
     RedisStore,
     budget_scope,
@@ -42,6 +42,7 @@ from crypto_pipelines.exchanges.loader import fetch_markets, iter_ohlcv
 from crypto_pipelines.exchanges.venues import RateBudget
 from crypto_pipelines.exchanges.venues.spec import frozen
 from crypto_pipelines.replay.synth import DEFAULT_START
+from crypto_pipelines_tests.conftest import free_port
 
 REDIS_URL = os.environ.get("CRYPTO_PIPELINES_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 #: how long the four loaders run against the replay exchange (the issue asks for a minute)
@@ -192,20 +193,13 @@ def test_for_venue_takes_redis_and_the_egress_id_from_the_environment(
 
 
 # -- a Redis that cannot be used ------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """A redis-server of this test's own (so it can be stopped), with a password."""
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip("redis-server not installed")
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [binary, "--port", str(port), "--save", "", "--appendonly", "no",
          "--requirepass", "hunter2", "--dir", str(tmp_path)],
