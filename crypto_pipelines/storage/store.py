@@ -231,8 +231,9 @@ class MarketStore:
         ts = table.c[_time_column(ds)]
         where = _where(ds, table, exchange, symbol, timeframe, start_ts, end_ts)
         query = sa.select(ts).where(*where).distinct().order_by(ts)
-        with self.engine.connect() as connection:
-            return [int(value) for value in connection.execute(query).scalars()]
+        with self.engine.connect() as connection:  # the DBAPI cursor: no Row per value
+            rows = _fetch_tuples(connection, query)
+        return [int(value) for (value,) in rows]
 
 
 def _time_column(ds: Dataset) -> str:
