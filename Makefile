@@ -4,6 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+# `dagster dev` runs from DAGSTER_HOME (next to this folder's dagster.yaml Dagster warns that
+# it is not the one in use) without its notice that `dg dev` supersedes it (dg needs a dg
+# project). A message prefix, as crypto_pipelines.replay.demo.DEV_SUPERSEDED.
+comma := ,
+DEV_WARNINGS := $(if $(PYTHONWARNINGS),$(PYTHONWARNINGS)$(comma))ignore:Function `dev_command` is superseded
 
 .PHONY: dev demo test install lint typecheck unit validate bench replay clean
 
@@ -22,7 +27,7 @@ install: $(STAMP)
 dev: $(STAMP)
 	mkdir -p $(DAGSTER_HOME)
 	test -f $(DAGSTER_HOME)/dagster.yaml || cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	cd $(DAGSTER_HOME) && PYTHONWARNINGS='$(DEV_WARNINGS)' $(CURDIR)/$(BIN)/dagster dev -w $(CURDIR)/workspace.yaml -h 127.0.0.1 -p 3000
 
 ## Offline demo: synthetic tape, replay exchange, UI and daemon on .demo/dagster_home (Ctrl-C stops).
 demo: $(STAMP)

@@ -21,11 +21,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from types import FrameType
+from typing import Final
 
 from crypto_pipelines.replay.clock import ReplayClock
 from crypto_pipelines.replay.server import ReplayServer
@@ -156,6 +159,15 @@ def serve(setup: DemoSetup) -> ReplayServer:
     return ReplayServer(setup.tape, clock=clock)
 
 
+DEV_SUPERSEDED: Final = "ignore:Function `dev_command` is superseded"
+"""A ``-W`` filter (a message prefix: no module is imported at interpreter start)."""
+
+
+def dev_warning_filters(existing: str | None) -> str:
+    """``PYTHONWARNINGS`` for ``dagster dev``: the user's filters, then ours."""
+    return ",".join(part for part in (existing, DEV_SUPERSEDED) if part)
+
+
 def run(setup: DemoSetup, *, port: int = 3000, workspace: Path = Path("workspace.yaml")) -> int:
     """Serve the tape, register the partitions, and run ``dagster dev`` until it exits or
     this process is interrupted; then stop both. The exit status of ``dagster dev``."""
@@ -166,29 +178,103 @@ def run(setup: DemoSetup, *, port: int = 3000, workspace: Path = Path("workspace
         subprocess.run(
             [str(bin_dir / "crypto-pipelines"), "partitions", "sync"], env=env, check=True
         )
-        command = [str(bin_dir / "dagster"), "dev", "-w", str(workspace), "-h", "127.0.0.1"]
-        child = subprocess.Popen([*command, "-p", str(port)], env=env)
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            # Started as a shell's background job (SIGINT ignored, and inherited as ignored).
+            # `dagster dev` maps SIGTERM onto its SIGINT handler, so it would ignore both and
+            # outlive us; a Python handler here is reset to the default in the child instead.
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        command = [str(bin_dir / "dagster"), "dev", "-w", str(workspace.resolve())]
+        # From DAGSTER_HOME: started next to the repository's dagster.yaml, Dagster warns
+        # that it is not the one in use. The supersession notice of `dagster dev` (pointing
+        # to `dg dev`, which needs a dg project) is silenced like the other noise we filter.
+        child = subprocess.Popen(
+            [*command, "-h", "127.0.0.1", "-p", str(port)],
+            env={**env, "PYTHONWARNINGS": dev_warning_filters(env.get("PYTHONWARNINGS"))},
+            cwd=setup.home,
+        )
+
+        stopping = threading.Event()
 
         def stop(signum: int, _frame: FrameType | None) -> None:
-            child.send_signal(signal.SIGINT)  # dagster dev stops its webserver and daemon
+            stopping.set()
 
         previous = signal.signal(signal.SIGTERM, stop)
         try:
-            return child.wait()
+            while child.poll() is None and not stopping.is_set():
+                time.sleep(0.2)
         except KeyboardInterrupt:
-            # Ctrl-C in a terminal reaches the child too; a SIGINT sent to this process alone
-            # does not: pass it on if the child is still running after a moment.
-            try:
-                return child.wait(timeout=2.0)
-            except subprocess.TimeoutExpired:
-                child.send_signal(signal.SIGINT)
-            try:
-                return child.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                return child.wait()
+            pass  # Ctrl-C in a terminal reaches the child too
         finally:
             signal.signal(signal.SIGTERM, previous)
-            if child.poll() is None:
-                child.terminate()
-                child.wait()
+        if child.poll() is not None:
+            return child.returncode
+        return shut_down(child, sigint_reached_it=not stopping.is_set())
+
+
+def shut_down(child: subprocess.Popen[bytes], *, sigint_reached_it: bool) -> int:
+    """Stop ``dagster dev`` and everything under it; its exit status.
+
+    It is given SIGINT (after a moment, when a terminal's Ctrl-C may have reached it already)
+    and time to stop its webserver and daemon. Processes they started (code servers, run
+    workers) can outlive it, orphaned: they are collected from /proc while the tree stands and
+    terminated once it has exited, so Ctrl-C leaves nothing running."""
+    seen = _descendants(child.pid)
+    deadline = time.monotonic() + (2.0 if sigint_reached_it else 0.0)
+    signalled = False
+    while child.poll() is None:
+        seen |= _descendants(child.pid)
+        now = time.monotonic()
+        if not signalled and now >= deadline:
+            child.send_signal(signal.SIGINT)  # dagster dev stops its webserver and daemon
+            signalled, deadline = True, now + STOP_TIMEOUT_S
+        elif signalled and now >= deadline:
+            child.kill()
+        time.sleep(0.1)
+    _terminate(seen)
+    return child.returncode
+
+
+def _descendants(pid: int) -> set[int]:
+    """PIDs below ``pid`` in the process tree (Linux /proc; empty elsewhere)."""
+    children: dict[int, list[int]] = {}
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return set()
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for kid in children.get(todo.pop(), []):
+            if kid not in found:
+                found.add(kid)
+                todo.append(kid)
+    return found
+
+
+def _terminate(pids: set[int], grace_s: float = 5.0) -> None:
+    """SIGTERM to those of ``pids`` still running, SIGKILL to those left after ``grace_s``."""
+    alive = {pid for pid in pids if _signal(pid, signal.SIGTERM)}
+    deadline = time.monotonic() + grace_s
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.1)
+        alive = {pid for pid in alive if _signal(pid, 0)}
+    for pid in alive:
+        _signal(pid, signal.SIGKILL)
+
+
+def _signal(pid: int, signum: int) -> bool:
+    """Whether ``pid`` existed to receive ``signum`` (0: only asks)."""
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False
+    return True

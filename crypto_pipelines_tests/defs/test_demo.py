@@ -16,9 +16,10 @@ from crypto_pipelines.defs.partitions import partition_window
 from crypto_pipelines.defs.sensors.incremental import INCREMENTAL_TAG, incremental_sensor
 from crypto_pipelines.defs.universe_sync import sync_symbol_partitions
 from crypto_pipelines.domain.datasets import get_market_dataset
-from crypto_pipelines.domain.universe import load_universe
+from crypto_pipelines.domain.universe import Universe, load_universe
 from crypto_pipelines.replay.demo import DEMO_SYMBOLS, DemoSetup, prepare, serve
 from crypto_pipelines.replay.server import ReplayServer
+from crypto_pipelines.storage.store import MarketStore
 from crypto_pipelines_tests.defs.automation import all_partitions, execute, resources
 
 TODAY = date(2026, 11, 10)
@@ -52,7 +53,33 @@ def test_the_demo_is_prepared_once_and_matches_its_tape(demo: DemoSetup) -> None
 def test_first_ticks_ask_for_markets_then_only_partitions_with_data(
     demo: DemoSetup, server: ReplayServer, tmp_path: Path
 ) -> None:
-    universe = load_universe(demo.universe)
+    requested = _first_ticks(load_universe(demo.universe), server, tmp_path)
+    _assert_all_hold_data(requested, server)
+    names = {asset.split("/")[1] for asset, _ in requested}
+    assert {"ohlcv_1m", "ohlcv_1h", "trades", "funding_rates", "open_interest"} <= names
+
+
+def test_a_universe_starting_before_the_markets_asks_nothing_before_them(
+    demo: DemoSetup, server: ReplayServer, tmp_path: Path
+) -> None:
+    """Months before the tape: Binance's catalog has no listing date for spot markets, so
+    the markets asset reads it from the first candle; nothing before it is requested."""
+    text = demo.universe.read_text().replace("start: 2026-11-08", "start: 2026-09-01")
+    assert text != demo.universe.read_text()
+    path = tmp_path / "universe.yaml"
+    path.write_text(text)
+    requested = _first_ticks(load_universe(path), server, tmp_path)
+    _assert_all_hold_data(requested, server)
+    with MarketStore.open(f"sqlite:///{tmp_path / 'market.db'}") as store:
+        pairs = store.read("crypto_pairs", exchange="binance")
+    listed = dict(zip(pairs["symbol"], pairs["listed_ms"], strict=True))
+    first = server.tape.exchanges["binance"].symbols["BTC/USDT"].ohlcv["1m"].first_ts
+    assert listed["BTC/USDT"] == first
+
+
+def _first_ticks(universe: Universe, server: ReplayServer, tmp_path: Path) -> set[tuple[str, str]]:
+    """Each exchange's incremental sensor ticked twice on a new instance, running what it
+    asks for: the catalog first, then the loads. The (asset, partition) pairs requested."""
     run_resources = resources(server, f"sqlite:///{tmp_path / 'market.db'}")
     with dg.instance_for_test() as instance:
         sync_symbol_partitions(instance, universe)
@@ -80,7 +107,10 @@ def test_first_ticks_ask_for_markets_then_only_partitions_with_data(
             for request in loads:
                 execute(request, universe, instance, run_resources)
             requested |= all_partitions(loads, universe, instance)
+    return requested
 
+
+def _assert_all_hold_data(requested: set[tuple[str, str]], server: ReplayServer) -> None:
     tape = server.tape
     for asset, key in requested:
         exchange, name = asset.split("/")
@@ -98,5 +128,3 @@ def test_first_ticks_ask_for_markets_then_only_partitions_with_data(
         assert series is not None and series.first_ts is not None, (asset, key)
         assert series.last_ts is not None
         assert series.first_ts < end and series.last_ts >= start, f"{asset} {key} holds no data"
-    names = {asset.split("/")[1] for asset, _ in requested}
-    assert {"ohlcv_1m", "ohlcv_1h", "trades", "funding_rates", "open_interest"} <= names

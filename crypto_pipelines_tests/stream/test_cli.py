@@ -88,3 +88,20 @@ def test_books_are_stored_with_books_on(env: dict[str, str]) -> None:
         books = store.read("order_book_snapshots")
     assert stats["messages"]["okx:books"] == books["ts"].nunique() >= 1, stats
     assert set(books["side"]) == {"bid", "ask"} and set(books["level"]) == {0}
+
+
+def test_a_killed_stream_restarted_later_misses_no_trade(env: dict[str, str]) -> None:
+    """SIGKILL (no flush, no goodbye), trades go on while nothing listens, then a new process:
+    its catch-up from the newest stored trade fills the time it was dead."""
+    first = subprocess.Popen(_cli(), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(5)
+    first.kill()
+    first.wait(timeout=30)
+    before = _stored(env)
+    assert before and before == list(range(100, before[-1] + 1))
+    time.sleep(4)  # the replay clock runs at speed 1: a trade a second, none received
+    done = subprocess.run(_cli("--for", "3"), env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    ids = _stored(env)
+    assert ids == list(range(100, ids[-1] + 1))  # every trade of the tape up to the end, once
+    assert ids[-1] >= before[-1] + 4 + 3  # the dead seconds and the second run's are there

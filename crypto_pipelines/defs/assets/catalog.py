@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import dagster as dg
+import pandas as pd
 
 from crypto_pipelines.defs.executor import exchange_op_tags, worker_id
 from crypto_pipelines.defs.metadata import definition_metadata
@@ -14,8 +15,11 @@ from crypto_pipelines.defs.retries import retry_transient
 from crypto_pipelines.domain.instruments import instruments_from_ccxt_markets
 from crypto_pipelines.domain.listings import VOLUME_RANKING_METADATA, rank_by_volume, ranking_keep
 from crypto_pipelines.domain.universe import ExchangeUniverse
+from crypto_pipelines.exchanges.calls import FetchStats, iso
+from crypto_pipelines.exchanges.listing import with_first_candles
 from crypto_pipelines.exchanges.loader import fetch_markets
 from crypto_pipelines.exchanges.tickers import fetch_usd_volumes
+from crypto_pipelines.storage.store import MarketStore
 
 CATALOG_GROUP = "catalog"
 
@@ -37,12 +41,19 @@ def markets_asset(exchange: str, config: ExchangeUniverse) -> dg.AssetsDefinitio
         exchanges: ExchangesResource,
         market_store: MarketStoreResource,
     ) -> dg.MaterializeResult:
+        client = exchanges.client(exchange)
+        store = market_store.store()
         with retry_transient(context):
-            markets = fetch_markets(exchanges.client(exchange))
-        instruments = instruments_from_ccxt_markets(exchange, markets)
-        written = market_store.store().upsert_instruments(
-            pairs=instruments.pairs, perps=instruments.perps
-        )
+            markets = fetch_markets(client)
+            instruments, probed = with_first_candles(
+                client,
+                instruments_from_ccxt_markets(exchange, markets),
+                set(config.symbols),
+                stored_listings(store, exchange),
+                config.timeframes[0] if config.timeframes else "1d",
+                stats=FetchStats(),
+            )
+        written = store.upsert_instruments(pairs=instruments.pairs, perps=instruments.perps)
         listed = {pair.symbol for pair in instruments.pairs} | {
             perp.symbol for perp in instruments.perps
         }
@@ -56,6 +67,10 @@ def markets_asset(exchange: str, config: ExchangeUniverse) -> dg.AssetsDefinitio
             "skipped_other_types": len(instruments.skipped),
             "rows_written": sum(written.values()),
             "universe_symbols_not_listed": dg.MetadataValue.json(missing),
+            # listing dates the catalog lacks, read from each market's first candle (once)
+            "listed_from_first_candle": dg.MetadataValue.json(
+                {symbol: iso(ms) for symbol, ms in sorted(probed.items())}
+            ),
             "worker": worker_id(),
         }
         filters = config.filters
@@ -74,6 +89,17 @@ def markets_asset(exchange: str, config: ExchangeUniverse) -> dg.AssetsDefinitio
         return dg.MaterializeResult(metadata=metadata)
 
     return _markets
+
+
+def stored_listings(store: MarketStore, exchange: str) -> dict[str, int]:
+    """The exchange's listing dates already stored (symbol -> ``listed_ms``)."""
+    found: dict[str, int] = {}
+    for table in ("crypto_pairs", "crypto_perps"):
+        rows = store.read(table, exchange=exchange)
+        for symbol, listed in zip(rows["symbol"], rows["listed_ms"], strict=True):
+            if not pd.isna(listed):
+                found[str(symbol)] = int(listed)
+    return found
 
 
 def catalog_assets(exchanges: Sequence[str]) -> list[dg.AssetsDefinition]:
