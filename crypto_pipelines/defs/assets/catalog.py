@@ -51,6 +51,7 @@ def markets_asset(exchange: str, config: ExchangeUniverse) -> dg.AssetsDefinitio
                 set(config.symbols),
                 stored_listings(store, exchange),
                 config.timeframes[0] if config.timeframes else "1d",
+                config.start_ms,
                 stats=FetchStats(),
             )
         written = store.upsert_instruments(pairs=instruments.pairs, perps=instruments.perps)
