@@ -1,5 +1,7 @@
 """``crypto-pipelines partitions sync``: register the universe's symbols as dynamic partitions."""
 
+import os
+
 import typer
 
 partitions_app = typer.Typer(help="Dagster partitions of the universe.", no_args_is_help=True)
@@ -18,6 +20,7 @@ def sync(
     equal to the universe (idempotent), with the symbols added or removed through the API
     (stored in the market database). Uses the Dagster instance of $DAGSTER_HOME."""
     import dagster as dg
+    import sqlalchemy as sa
     import yaml
 
     from crypto_pipelines.defs.universe_check import load_checked_universe
@@ -38,6 +41,13 @@ def sync(
         # or its dagster.yaml not YAML or not a valid instance configuration
         typer.echo(f"error: cannot open the Dagster instance: {exc}", err=True)
         raise typer.Exit(2) from exc
+    except Exception as exc:  # its storage (PostgreSQL) unreachable or refusing us: the
+        # storage plugin's own error (dagster-postgres: "too many retries") wraps the driver's
+        cause = _database_cause(exc, sa.exc.DBAPIError)
+        if cause is None:
+            raise
+        typer.echo(f"error: {_instance_storage_message(cause)}", err=True)
+        raise typer.Exit(2) from exc
     url = default_db_url(loaded.source)
     try:  # symbols added or removed through the API are stored beside the market data
         store = MarketStore.open(url)
@@ -45,12 +55,39 @@ def sync(
         typer.echo(f"error: {unusable_message(url, exc)}", err=True)
         raise typer.Exit(2) from exc
     with instance, store:
-        results = sync_symbol_partitions(instance, loaded, remove=not keep_removed, store=store)
+        try:
+            results = sync_symbol_partitions(instance, loaded, remove=not keep_removed, store=store)
+        except sa.exc.OperationalError as exc:  # the instance's storage went away meanwhile
+            typer.echo(f"error: {_instance_storage_message(exc)}", err=True)
+            raise typer.Exit(2) from exc
         for result in results:
             typer.echo(
                 f"{result.partitions}: {len(result.added)} added {list(result.added)}, "
                 f"{len(result.removed)} removed {list(result.removed)}"
             )
+
+
+def _database_cause(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """The first ``kind`` error in ``exc``'s chain of causes, if any."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kind):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _instance_storage_message(exc: BaseException) -> str:
+    """The Dagster instance's storage named by where it is configured, with the driver's
+    first line (no credentials: the driver's message names host and port, not the URL)."""
+    home = os.environ.get("DAGSTER_HOME", "")
+    first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+    return (
+        f"the Dagster instance's storage (configured in {home}/dagster.yaml, DAGSTER_HOME) "
+        f"cannot be reached: {first}"
+    )
 
 
 def refetch(

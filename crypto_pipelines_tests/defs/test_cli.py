@@ -91,3 +91,23 @@ def test_a_good_universe_syncs(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "binance_symbols: 1 added ['BTC/USDT'], 0 removed []" in done.stdout, done.stdout
     assert (tmp_path / "history").is_dir()  # what an opened instance leaves in DAGSTER_HOME
+
+
+def test_an_unreachable_instance_storage_is_named_without_a_traceback(tmp_path: Path) -> None:
+    """dagster.yaml on PostgreSQL at a port where nothing listens (production's setup with the
+    server down): one line naming DAGSTER_HOME's dagster.yaml and the driver's reason."""
+    universe = tmp_path / "universe.yaml"
+    universe.write_text(GOOD)
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(
+        "storage:\n  postgres:\n    postgres_url: postgresql://postgres@127.0.0.1:9/dagster\n"
+    )
+    done = _sync(universe, home)
+    assert done.returncode == 2, done.stderr
+    last = done.stderr.strip().splitlines()[-1]  # after dagster-postgres' retry warnings
+    assert last.startswith(
+        f"error: the Dagster instance's storage (configured in {home}/dagster.yaml, DAGSTER_HOME)"
+        " cannot be reached: "
+    ), done.stderr
+    assert "127.0.0.1" in last and "Traceback" not in done.stderr, done.stderr
