@@ -11,6 +11,7 @@ from pydantic import Field, PrivateAttr
 from crypto_pipelines.domain.universe import Source
 from crypto_pipelines.exchanges.budget import DEFAULT_MARGIN, SharedBudget
 from crypto_pipelines.exchanges.client import make_client
+from crypto_pipelines.exchanges.markets_cache import MarketsCache
 from crypto_pipelines.exchanges.routing import REPLAY_URL_ENV
 from crypto_pipelines.storage.engine import (
     DB_URL_ENV,
@@ -73,13 +74,16 @@ class ExchangesResource(dg.ConfigurableResource):
                 if self.rate_budget
                 else False
             )
-            self._clients[exchange_id] = make_client(
+            client = make_client(
                 exchange_id,
                 replay_url=url,
                 timeout_ms=self.timeout_ms,
                 enable_rate_limit=self.ccxt_rate_limit or not self.rate_budget,
                 rate_budget=budget,
             )
+            if self.source == "live":  # a live exchange's markets are kept between runs
+                MarketsCache(exchange_id).attach(client)
+            self._clients[exchange_id] = client
         return self._clients[exchange_id]
 
 

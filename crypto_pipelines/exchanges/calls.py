@@ -25,6 +25,7 @@ import ccxt
 
 from crypto_pipelines.exchanges.budget import SharedBudget, attached
 from crypto_pipelines.exchanges.errors import RetriesExhausted, UnsupportedRequest
+from crypto_pipelines.exchanges.markets_cache import cache_of
 from crypto_pipelines.exchanges.venues import MarketKind, VenueSpec
 
 log = logging.getLogger(__name__)
@@ -209,12 +210,23 @@ class Caller:
         return max(jittered, asked or 0.0)
 
     # -- markets ----------------------------------------------------------------------------
-    def load_markets(self) -> dict[str, Any]:
-        """ccxt's markets, loaded once per client (retried like any request)."""
-        if getattr(self.client, "markets", None):
+    def load_markets(self, *, reload: bool = False) -> dict[str, Any]:
+        """ccxt's markets, loaded once per client (retried like any request), or taken from
+        the markets cache attached to the client when fresh (``exchanges.markets_cache``);
+        ``reload`` asks the exchange whatever the client holds. A load is saved to the cache."""
+        if getattr(self.client, "markets", None) and not reload:
             return dict(self.client.markets)
+        if reload:
+            self.client.markets = None  # ccxt's load_markets returns what it holds otherwise
         draws = [(method, None) for method in self.spec.markets_requests]
-        return dict(self.retrying(self._load_markets_each_retried, None, "load_markets", draws))
+        loaded = dict(self.retrying(self._load_markets_each_retried, None, "load_markets", draws))
+        cache = cache_of(self.client)
+        if cache is not None:
+            try:
+                cache.save(self.client)
+            except (OSError, TypeError, ValueError) as exc:  # a cache: never fail a run over it
+                log.warning("markets cache %s not written: %s", cache.path, exc)
+        return loaded
 
     def _load_markets_each_retried(self) -> Any:
         """ccxt's ``load_markets`` sends several requests (Binance: spot, USDⓈ-M and COIN-M;
@@ -258,8 +270,13 @@ class Caller:
         return int(self.retrying(self.client.fetch_time, None, "fetch_time", draws))
 
     def market(self, symbol: str) -> dict[str, Any]:
-        """ccxt's market for a unified symbol; ``BadSymbol`` (with context) when unknown."""
+        """ccxt's market for a unified symbol; ``BadSymbol`` (with context) when unknown.
+        Markets from the cache that lack the symbol (listed since) are asked for again once."""
         self.load_markets()
+        if cache_of(self.client) is not None and symbol not in (self.client.markets or {}):
+            if not getattr(self.client, "_crypto_pipelines_markets_reloaded", False):
+                self.client._crypto_pipelines_markets_reloaded = True
+                self.load_markets(reload=True)
         try:
             return dict(self.client.market(symbol))
         except ccxt.BaseError as exc:

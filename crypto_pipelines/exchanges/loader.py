@@ -69,7 +69,8 @@ def fetch_markets(
     """ccxt's markets of the client's exchange restricted to the venue's market types (spot
     and perpetual swaps), sorted by symbol."""
     spec = get_venue(client.id)
-    markets = Caller(client, spec, stats or FetchStats(), "markets", policy).load_markets()
+    caller = Caller(client, spec, stats or FetchStats(), "markets", policy)
+    markets = caller.load_markets(reload=True)  # the catalog's refresh: never from the cache
     kept = [m for m in markets.values() if m.get("type") in spec.market_types]
     return sorted(kept, key=lambda m: str(m["symbol"]))
 
