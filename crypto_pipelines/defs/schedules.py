@@ -42,7 +42,6 @@ from crypto_pipelines.defs.sensors.incremental import (
     series_assets,
 )
 from crypto_pipelines.domain.incremental import partition_date_key, partition_start
-from crypto_pipelines.domain.listings import listings_from_frames
 from crypto_pipelines.domain.universe import Universe
 from crypto_pipelines.storage.store import MarketStore
 
@@ -90,9 +89,7 @@ def recheck_requests(
     config = universe.exchanges[exchange]
     day = partition_date_key(partition_start(day_ms, monthly=False))
     orders = partition_orders(instance, exchange, config)
-    listings = listings_from_frames(
-        store.read("crypto_pairs", exchange=exchange), store.read("crypto_perps", exchange=exchange)
-    )
+    listings = store.listings(exchange)
     requests: list[dg.RunRequest] = []
     for asset in series_assets(exchange, config):
         if asset.monthly != monthly or symbols not in (None, asset.symbols):

@@ -38,7 +38,6 @@ from crypto_pipelines.defs.resources import ExchangesResource, MarketStoreResour
 from crypto_pipelines.defs.sensors.incremental import exchange_clock_ms
 from crypto_pipelines.domain.listings import (
     VOLUME_RANKING_METADATA,
-    listings_from_frames,
     select_listings,
     volumes_from_ranking,
 )
@@ -129,9 +128,7 @@ def filter_selection(
     """The symbols ``config.filters`` select from the stored listing at ``now_ms``."""
     if config.filters is None:
         return ()
-    listings = listings_from_frames(
-        store.read("crypto_pairs", exchange=exchange), store.read("crypto_perps", exchange=exchange)
-    )
+    listings = store.listings(exchange)
     volumes = recorded_volumes(instance, exchange) if config.filters.top_n_by_volume else None
     return select_listings(config.filters, listings.values(), now_ms, volumes)
 

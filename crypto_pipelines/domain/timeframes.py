@@ -36,11 +36,15 @@ def timeframe_ms(timeframe: str) -> int:
     return count * _UNIT_MS[unit]
 
 
+def grid_offset_ms(timeframe: str) -> int:
+    """Where a timeframe's UTC grid starts after the epoch: weekly candles open on Monday
+    00:00 UTC at every venue here, 4 days after the epoch (a Thursday); others at 0."""
+    return 4 * DAY_MS if timeframe.endswith("w") else 0
+
+
 def is_aligned(ts_ms: int, timeframe: str) -> bool:
     """Whether a candle open time sits on the timeframe's UTC grid.
 
     Weekly candles open on Monday 00:00 UTC at every venue here, which is 4 days after the
     epoch (a Thursday), so they are aligned with that offset."""
-    step = timeframe_ms(timeframe)
-    offset = 4 * DAY_MS if timeframe.endswith("w") else 0
-    return (ts_ms - offset) % step == 0
+    return (ts_ms - grid_offset_ms(timeframe)) % timeframe_ms(timeframe) == 0

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from crypto_pipelines.domain.schemas import get_dataset
-from crypto_pipelines.domain.timeframes import DAY_MS, timeframe_ms
+from crypto_pipelines.domain.timeframes import grid_offset_ms, timeframe_ms
 from crypto_pipelines.exchanges.calls import Caller, FetchStats, RetryPolicy, market_kind, timed
 from crypto_pipelines.exchanges.errors import UnsupportedRequest
 from crypto_pipelines.exchanges.frames import frames, strictly_after
@@ -87,7 +87,7 @@ def exchange_time_ms(
 def align_up(ts_ms: int, timeframe: str) -> int:
     """The first candle open time at or after ``ts_ms`` (weeks open on Mondays)."""
     step = timeframe_ms(timeframe)
-    offset = 4 * DAY_MS if timeframe.endswith("w") else 0
+    offset = grid_offset_ms(timeframe)
     return ts_ms + (-(ts_ms - offset)) % step
 
 

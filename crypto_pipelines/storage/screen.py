@@ -30,14 +30,13 @@ from sqlalchemy.engine import Engine
 
 from crypto_pipelines.domain.checks import TS_MAX_MS, TS_MIN_MS, is_timeframe
 from crypto_pipelines.domain.schemas import Dataset, get_dataset
-from crypto_pipelines.domain.timeframes import TimeframeError, timeframe_ms
+from crypto_pipelines.domain.timeframes import TimeframeError, grid_offset_ms, timeframe_ms
 from crypto_pipelines.storage.schema import table_for
 
 Column = sa.ColumnElement[float]
 Predicate = sa.ColumnElement[bool]
 
 _INF: Final[sa.ColumnElement[float]] = sa.literal(math.inf, sa.Double())
-_WEEK_OFFSET_MS: Final = 4 * 86_400_000  # as domain.checks.ts_aligned: weeks open on Monday
 
 
 def _not_finite_positive(column: Column) -> Predicate:
@@ -224,8 +223,7 @@ def _misaligned(table: sa.Table, timeframe: str | None) -> Predicate | None:
         step = timeframe_ms(timeframe)
     except TimeframeError:  # calendar months: not on a fixed grid
         return None
-    offset = _WEEK_OFFSET_MS if timeframe.endswith("w") else 0
-    return ((table.c.ts - offset) % step) != 0
+    return ((table.c.ts - grid_offset_ms(timeframe)) % step) != 0
 
 
 def _canonical_id(column: sa.ColumnElement[str]) -> sa.ColumnElement[str]:

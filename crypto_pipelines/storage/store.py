@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from crypto_pipelines.domain.instruments import CryptoAsset, CryptoPair, CryptoPerp, assets_of
+from crypto_pipelines.domain.listings import Listing, listings_from_frames
 from crypto_pipelines.domain.schemas import Dataset, get_dataset
 from crypto_pipelines.domain.validation import validate_frame
 from crypto_pipelines.storage.engine import Source, default_db_url, make_engine, write_transaction
@@ -196,6 +197,13 @@ class MarketStore:
         with self.engine.connect() as connection:
             value = connection.execute(query).scalar()
         return None if value is None else int(value)
+
+    def listings(self, exchange: str) -> dict[str, Listing]:
+        """The exchange's stored markets (``crypto_pairs`` and ``crypto_perps``) by symbol."""
+        return listings_from_frames(
+            self.read("crypto_pairs", exchange=exchange),
+            self.read("crypto_perps", exchange=exchange),
+        )
 
     def count(
         self,

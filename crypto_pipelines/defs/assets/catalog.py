@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import dagster as dg
-import pandas as pd
 
 from crypto_pipelines.defs.executor import exchange_op_tags, worker_id
 from crypto_pipelines.defs.metadata import definition_metadata
@@ -19,7 +18,6 @@ from crypto_pipelines.exchanges.calls import FetchStats, iso
 from crypto_pipelines.exchanges.listing import with_first_candles
 from crypto_pipelines.exchanges.loader import fetch_markets
 from crypto_pipelines.exchanges.tickers import fetch_usd_volumes
-from crypto_pipelines.storage.store import MarketStore
 
 CATALOG_GROUP = "catalog"
 
@@ -49,7 +47,11 @@ def markets_asset(exchange: str, config: ExchangeUniverse) -> dg.AssetsDefinitio
                 client,
                 instruments_from_ccxt_markets(exchange, markets),
                 set(config.symbols),
-                stored_listings(store, exchange),
+                {
+                    symbol: listing.listed_ms
+                    for symbol, listing in store.listings(exchange).items()
+                    if listing.listed_ms is not None
+                },
                 config.timeframes[0] if config.timeframes else "1d",
                 config.start_ms,
                 stats=FetchStats(),
@@ -90,17 +92,6 @@ def markets_asset(exchange: str, config: ExchangeUniverse) -> dg.AssetsDefinitio
         return dg.MaterializeResult(metadata=metadata)
 
     return _markets
-
-
-def stored_listings(store: MarketStore, exchange: str) -> dict[str, int]:
-    """The exchange's listing dates already stored (symbol -> ``listed_ms``)."""
-    found: dict[str, int] = {}
-    for table in ("crypto_pairs", "crypto_perps"):
-        rows = store.read(table, exchange=exchange)
-        for symbol, listed in zip(rows["symbol"], rows["listed_ms"], strict=True):
-            if not pd.isna(listed):
-                found[str(symbol)] = int(listed)
-    return found
 
 
 def catalog_assets(exchanges: Sequence[str]) -> list[dg.AssetsDefinition]:

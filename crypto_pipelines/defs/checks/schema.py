@@ -37,7 +37,12 @@ from crypto_pipelines.defs.checks.results import (
     result,
     run_partition_keys,
 )
-from crypto_pipelines.defs.partitions import SymbolRange, market_partitions, symbol_ranges
+from crypto_pipelines.defs.partitions import (
+    SymbolRange,
+    market_partitions,
+    partition_window,
+    symbol_ranges,
+)
 from crypto_pipelines.defs.resources import MarketStoreResource
 from crypto_pipelines.domain.audit import Audit, audit_frame, open_bound, summarize
 from crypto_pipelines.domain.datasets import get_market_dataset
@@ -141,14 +146,13 @@ def audit_span(
     its row count; only partitions with suspicious rows are read back and audited row by row
     in pandas, for the exact per-rule failures. (Reading a year of candles into pandas and
     running the model over it cost most of the check's time.)"""
-    windows = [symbol_ranges([key], monthly=monthly)[0] for key in span.partition_keys]
     screened = screen_windows(
         store.engine,
         dataset,
         exchange=exchange,
         symbol=span.symbol,
         timeframe=timeframe,
-        windows=[(w.start_ms, w.end_ms) for w in windows],
+        windows=[partition_window(key, monthly=monthly) for key in span.partition_keys],
         open_bound=open_bound(dataset, now_ms, timeframe),
     )
     if screened is None:  # a dataset or timeframe the screen has no SQL for

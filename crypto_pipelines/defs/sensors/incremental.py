@@ -48,7 +48,7 @@ from crypto_pipelines.domain.incremental import (
     partition_date_key,
     plan_series,
 )
-from crypto_pipelines.domain.listings import Listing, listings_from_frames
+from crypto_pipelines.domain.listings import Listing
 from crypto_pipelines.domain.universe import ExchangeUniverse, Universe
 from crypto_pipelines.exchanges.calls import RetryPolicy
 from crypto_pipelines.exchanges.errors import FetchError
@@ -188,9 +188,7 @@ def plan_tick(
     may lag the exchange's at midnight); a request for one it has not is left for a later
     tick, since one unknown partition would fail the whole tick."""
     settings = config.incremental
-    listings = listings_from_frames(
-        store.read("crypto_pairs", exchange=exchange), store.read("crypto_perps", exchange=exchange)
-    )
+    listings = store.listings(exchange)
     states = read_cursor(cursor)
     plans: list[SeriesPlan] = []
     assets = series_assets(exchange, config)
