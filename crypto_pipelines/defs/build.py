@@ -71,8 +71,8 @@ def accepted_dagster_warnings() -> Iterator[None]:
         yield
 
 
-def build_assets(universe: Universe) -> list[dg.AssetsDefinition]:
-    assets: list[dg.AssetsDefinition] = []
+def build_assets(universe: Universe) -> list[dg.AssetsDefinition | dg.AssetSpec]:
+    assets: list[dg.AssetsDefinition | dg.AssetSpec] = []
     for exchange, config in universe.exchanges.items():
         assets.append(markets_asset(exchange, config))
         assets.extend(market_assets(exchange, config))

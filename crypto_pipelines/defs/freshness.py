@@ -25,9 +25,12 @@ def ohlcv_freshness_policy(timeframe: str) -> dg.FreshnessPolicy:
     return dg.FreshnessPolicy.time_window(fail_window=windows.fail, warn_window=windows.warn)
 
 
-def with_freshness_policies(assets: Sequence[dg.AssetsDefinition]) -> list[dg.AssetsDefinition]:
+def with_freshness_policies(
+    assets: Sequence[dg.AssetsDefinition | dg.AssetSpec],
+) -> list[dg.AssetsDefinition | dg.AssetSpec]:
     """``assets`` with a freshness policy on every OHLCV asset (tag ``dataset=ohlcv``, its
-    ``timeframe`` in the definition metadata); other assets unchanged."""
+    ``timeframe`` in the definition metadata); other assets (stream-fed specs included)
+    unchanged."""
 
     def attach(spec: dg.AssetSpec) -> dg.AssetSpec:
         if spec.tags.get("dataset") != "ohlcv":
@@ -35,5 +38,4 @@ def with_freshness_policies(assets: Sequence[dg.AssetsDefinition]) -> list[dg.As
         policy = ohlcv_freshness_policy(str(spec.metadata["timeframe"]))
         return dg.apply_freshness_policy(spec, policy)
 
-    mapped = dg.map_asset_specs(attach, assets)
-    return [asset for asset in mapped if isinstance(asset, dg.AssetsDefinition)]
+    return list(dg.map_asset_specs(attach, assets))

@@ -22,6 +22,7 @@ import dagster as dg
 
 from crypto_pipelines.defs.assets.catalog import CATALOG_GROUP
 from crypto_pipelines.defs.partitions import symbol_set
+from crypto_pipelines.defs.stream_fed import rest_series_datasets
 from crypto_pipelines.domain.universe import Universe
 
 MARKETS_JOB = "markets_refresh"
@@ -44,7 +45,7 @@ def exchange_load_jobs(universe: Universe) -> list[Any]:
     jobs = []
     for exchange, config in universe.exchanges.items():
         by_job: dict[str, list[dg.AssetKey]] = {}
-        for spec, timeframe in config.series_datasets():
+        for spec, timeframe in rest_series_datasets(exchange, config):
             partitions = symbol_set(exchange, spec).name
             name = load_job_name(exchange, partitions, spec.is_monthly(timeframe))
             by_job.setdefault(name, []).append(dg.AssetKey([exchange, spec.asset_name(timeframe)]))

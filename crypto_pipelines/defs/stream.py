@@ -7,6 +7,9 @@ stream-fed partitions (``<exchange>/trades`` and ``<exchange>/ohlcv_<tf>``, ``da
 with rows and lag: a few events a minute, never one per message (each Dagster event costs
 ~10 ms on SQLite). Order book snapshots (``books`` on) are stored and counted in the
 statistics but have no asset: there is no REST history of books to partition and backfill.
+Where a venue keeps no REST history of a dataset (Bybit's trades, ``defs.stream_fed``), its
+asset is fed by this job alone, which then also logs each of its partitions' ``schema`` check
+once the partition's window has closed.
 
 When the run is terminated Dagster raises ``DagsterExecutionInterruptedError`` (a
 BaseException) in the op's thread: the service is told to stop, flushes every buffer and
@@ -23,13 +26,18 @@ import json
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
 from pydantic import Field
 
+from crypto_pipelines.defs.checks.results import evaluation
+from crypto_pipelines.defs.checks.schema import SCHEMA_CHECK, market_data_verdicts
+from crypto_pipelines.defs.partitions import symbol_ranges
 from crypto_pipelines.defs.resources import ExchangesResource, MarketStoreResource
+from crypto_pipelines.defs.stream_fed import is_stream_fed
 from crypto_pipelines.domain.datasets import get_market_dataset
 from crypto_pipelines.domain.incremental import partition_date_key, partition_start
 from crypto_pipelines.domain.redis_url import redis_url_from_env
@@ -109,11 +117,58 @@ class _Runner:
         return asyncio.run_coroutine_threadsafe(take(), self.loop).result(timeout=10)
 
 
+CHECK_GRACE_MS = 10_000
+"""A stream-fed partition is checked this long after its window closes: its last trades may
+still be in the writer's buffer (flushed every ``flush_ms``) when the day turns."""
+
+
+@dataclass
+class _StreamFedChecks:
+    """The ``schema`` check of the stream-fed partitions the stream wrote to: no run of their
+    own executes it (their asset has no body, and Dagster 1.13 cannot run a partitioned check
+    alone), so the stream evaluates each partition once its window has closed, and the open
+    ones when the run ends, and logs the public ``AssetCheckEvaluation``.
+
+    "Closed" is read on the exchange's own clock, the newest time the stream received from it
+    (the replay exchange's clock is not the wall clock), plus ``CHECK_GRACE_MS``."""
+
+    store: MarketStore
+    pending: set[tuple[str, str, str]] = field(default_factory=set)  # exchange, dataset, key
+    clock: dict[str, int] = field(default_factory=dict)  # exchange -> newest ts received
+
+    def note(self, exchange: str, newest_ms: int, dataset: str | None, key: str | None) -> None:
+        self.clock[exchange] = max(self.clock.get(exchange, 0), newest_ms)
+        if dataset is not None and key is not None:
+            self.pending.add((exchange, dataset, key))
+
+    def evaluate(self, context: dg.OpExecutionContext, *, final: bool) -> None:
+        for exchange, dataset, key in sorted(self.pending):
+            spec = get_market_dataset(dataset)
+            window = symbol_ranges([key], monthly=spec.is_monthly(None))[0]
+            now = self.clock.get(exchange, 0)
+            if not final and now < window.end_ms + CHECK_GRACE_MS:
+                continue
+            self.pending.discard((exchange, dataset, key))
+            asset_key = dg.AssetKey([exchange, spec.asset_name(None)])
+            for partition, verdict in market_data_verdicts(
+                self.store, exchange, dataset, None, [key], now_ms=now
+            ):
+                # ``log_event`` records an ``AssetCheckEvaluation`` as the check's result (it
+                # has a branch for it); its type stub names only the older event types.
+                context.log_event(
+                    evaluation(asset_key, SCHEMA_CHECK, partition, verdict, blocking=True)  # type: ignore[arg-type]
+                )
+
+
 def _report(
-    context: dg.OpExecutionContext, runner: _Runner, universe: Universe, final: bool = False
+    context: dg.OpExecutionContext,
+    runner: _Runner,
+    universe: Universe,
+    checks: _StreamFedChecks,
+    final: bool = False,
 ) -> None:
-    """Statistics to the run's log, and one materialization per stream-fed partition that
-    received rows since the last report."""
+    """Statistics to the run's log, one materialization per stream-fed partition that
+    received rows since the last report, and the checks of stream-fed partitions that closed."""
     stats = runner.service.stats.as_json()
     context.log.info(("final " if final else "") + "stream statistics: " + json.dumps(stats))
     now = time.time()
@@ -127,10 +182,11 @@ def _report(
         ):
             continue  # streamed, but no asset in this universe (e.g. a timeframe not loaded)
         start = partition_start(day, spec.is_monthly(timeframe or None))
+        key = f"{partition_date_key(start)}|{symbol}"
         context.log_event(
             dg.AssetMaterialization(
                 asset_key=[exchange, spec.asset_name(timeframe or None)],
-                partition=f"{partition_date_key(start)}|{symbol}",
+                partition=key,
                 metadata={
                     "source": "stream",
                     "rows_received": rows,
@@ -140,6 +196,9 @@ def _report(
                 },
             )
         )
+        fed = is_stream_fed(exchange, spec)
+        checks.note(exchange, newest, dataset if fed else None, key if fed else None)
+    checks.evaluate(context, final=final)
 
 
 def stream_symbols(
@@ -188,6 +247,7 @@ def stream_job(universe: Universe) -> dg.JobDefinition:
             redis_url=redis_url_from_env(),
         )
         runner = _Runner(service)
+        checks = _StreamFedChecks(store)
         runner.start()
         context.log.info(f"streaming {sum(map(len, chosen.values()))} symbols of {sorted(chosen)}")
         started = last = time.monotonic()
@@ -200,12 +260,12 @@ def stream_job(universe: Universe) -> dg.JobDefinition:
                     runner.request_stop()
                 today = datetime.now(UTC).date()
                 if now - last >= config.report_every_s or today != day:
-                    _report(context, runner, universe)
+                    _report(context, runner, universe, checks)
                     last, day = now, today
         finally:  # also on DagsterExecutionInterruptedError: flush and close before leaving
             runner.request_stop()
             runner.thread.join(timeout=120)
-            _report(context, runner, universe, final=True)
+            _report(context, runner, universe, checks, final=True)
         if runner.error is not None:
             raise dg.Failure(f"the stream stopped with an error: {runner.error!r}")
 

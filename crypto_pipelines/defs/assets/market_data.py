@@ -35,6 +35,7 @@ from crypto_pipelines.defs.partition_figures import PartitionTally, range_figure
 from crypto_pipelines.defs.partitions import market_partitions, symbol_ranges
 from crypto_pipelines.defs.resources import ExchangesResource, MarketStoreResource
 from crypto_pipelines.defs.retries import retry_transient
+from crypto_pipelines.defs.stream_fed import is_stream_fed
 from crypto_pipelines.domain.datasets import MarketDataset
 from crypto_pipelines.domain.universe import ExchangeUniverse
 from crypto_pipelines.exchanges.loader import exchange_time_ms
@@ -159,6 +160,35 @@ def market_asset(
     return _asset
 
 
-def market_assets(exchange: str, config: ExchangeUniverse) -> list[dg.AssetsDefinition]:
-    """Every market-data asset the universe enables on ``exchange``."""
-    return [market_asset(exchange, config, spec, tf) for spec, tf in config.series_datasets()]
+def stream_fed_asset(exchange: str, config: ExchangeUniverse, spec: MarketDataset) -> dg.AssetSpec:
+    """``<exchange>/<dataset>`` where only the stream can fill it (``defs.stream_fed``): the
+    same key, partitions, group and metadata as a loaded asset, but no REST body, so nothing
+    offers to "materialize" a day the exchange cannot serve; ``market_stream`` reports its
+    partitions as it commits their rows."""
+    return dg.AssetSpec(
+        key=[exchange, spec.asset_name(None)],
+        group_name=exchange,
+        partitions_def=market_partitions(exchange, config.start.isoformat(), spec, None),
+        kinds={"ccxt", "websocket", "sql"},
+        deps=[dg.AssetKey([exchange, "markets"])],
+        description=(
+            f"{_description(exchange, spec, None)} {exchange} serves no history of them over "
+            "REST: filled by the stream only (job `market_stream`, sensor "
+            "`market_stream_supervisor`), which reports each partition as it commits rows."
+        ),
+        metadata=definition_metadata(spec.name, exchange=exchange, fed_by="market_stream"),
+        tags={"exchange": exchange, "dataset": spec.name, "fed_by": "stream"},
+    )
+
+
+def market_assets(
+    exchange: str, config: ExchangeUniverse
+) -> list[dg.AssetsDefinition | dg.AssetSpec]:
+    """Every market-data asset the universe enables on ``exchange``: loaded ones, and the
+    stream-fed ones where the venue keeps no REST history."""
+    return [
+        stream_fed_asset(exchange, config, spec)
+        if is_stream_fed(exchange, spec)
+        else market_asset(exchange, config, spec, tf)
+        for spec, tf in config.series_datasets()
+    ]

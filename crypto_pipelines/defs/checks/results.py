@@ -57,17 +57,25 @@ def emit(
             yield result(verdict)
         return
     for key, verdict in verdicts:
-        yield dg.AssetCheckEvaluation(
-            asset_key=asset_key,
-            check_name=check_name,
-            passed=verdict.passed,
-            metadata=dict(verdict.metadata),
-            severity=verdict.severity,
-            description=verdict.description,
-            blocking=blocking,
-            partition=key,
-        )
+        yield evaluation(asset_key, check_name, key, verdict, blocking=blocking)
     yield dg.Output(None)
+
+
+def evaluation(
+    asset_key: dg.AssetKey, check_name: str, partition: str, verdict: Verdict, *, blocking: bool
+) -> dg.AssetCheckEvaluation:
+    """``verdict`` as the public event of one partition's check result, which any op may log
+    (how the stream reports the checks of the partitions it fills)."""
+    return dg.AssetCheckEvaluation(
+        asset_key=asset_key,
+        check_name=check_name,
+        passed=verdict.passed,
+        metadata=dict(verdict.metadata),
+        severity=verdict.severity,
+        description=verdict.description,
+        blocking=blocking,
+        partition=partition,
+    )
 
 
 def result(verdict: Verdict) -> dg.AssetCheckResult:

@@ -272,7 +272,6 @@ def _market_data_check(
 ) -> dg.AssetChecksDefinition:
     spec = get_market_dataset(dataset)
     asset_key = dg.AssetKey([exchange, spec.asset_name(timeframe)])
-    monthly = spec.is_monthly(timeframe)
     model = get_dataset(dataset).model.__name__
 
     @dg.asset_check(  # type: ignore[arg-type]  # stub types only the returning form
@@ -288,32 +287,50 @@ def _market_data_check(
     def _check(
         context: dg.AssetCheckExecutionContext, market_store: MarketStoreResource
     ) -> Iterator[Any]:
-        store = market_store.store()
-        now = int(time.time() * 1000)
-
-        def verdicts() -> Iterator[tuple[str, Verdict]]:
-            keys = list(run_partition_keys(context))
-            for span in symbol_ranges(keys, monthly=monthly):
-                quarantined = rejections(
-                    store.engine,
-                    series=spec.series(exchange, span.symbol, timeframe),
-                    start_ts=span.start_ms,
-                    end_ts=span.end_ms,
-                )
-                for key, found in audit_span(
-                    store, dataset, exchange, span, monthly=monthly, now_ms=now, timeframe=timeframe
-                ):
-                    window = symbol_ranges([key], monthly=monthly)[0]
-                    inside = [
-                        r
-                        for r in quarantined
-                        if r.ts is not None and window.start_ms <= r.ts < window.end_ms
-                    ]
-                    yield key, with_rejections(found, inside)
-
-        yield from emit(context, asset_key, SCHEMA_CHECK, verdicts(), blocking=True)
+        verdicts = market_data_verdicts(
+            market_store.store(),
+            exchange,
+            dataset,
+            timeframe,
+            run_partition_keys(context),
+            now_ms=int(time.time() * 1000),
+        )
+        yield from emit(context, asset_key, SCHEMA_CHECK, verdicts, blocking=True)
 
     return _check
+
+
+def market_data_verdicts(
+    store: MarketStore,
+    exchange: str,
+    dataset: str,
+    timeframe: str | None,
+    keys: Sequence[str],
+    *,
+    now_ms: int,
+) -> Iterator[tuple[str, Verdict]]:
+    """The ``schema`` check's verdict on each of ``keys`` (partitions of ``dataset`` on
+    ``exchange``): the stored rows audited, and the partition's quarantined rows. Also what the
+    stream reports for the stream-fed assets, which no run of their own checks."""
+    spec = get_market_dataset(dataset)
+    monthly = spec.is_monthly(timeframe)
+    for span in symbol_ranges(list(keys), monthly=monthly):
+        quarantined = rejections(
+            store.engine,
+            series=spec.series(exchange, span.symbol, timeframe),
+            start_ts=span.start_ms,
+            end_ts=span.end_ms,
+        )
+        for key, found in audit_span(
+            store, dataset, exchange, span, monthly=monthly, now_ms=now_ms, timeframe=timeframe
+        ):
+            window = symbol_ranges([key], monthly=monthly)[0]
+            inside = [
+                r
+                for r in quarantined
+                if r.ts is not None and window.start_ms <= r.ts < window.end_ms
+            ]
+            yield key, with_rejections(found, inside)
 
 
 def _markets_check(exchange: str) -> dg.AssetChecksDefinition:

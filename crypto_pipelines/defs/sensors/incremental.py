@@ -38,6 +38,7 @@ import dagster as dg
 from crypto_pipelines.defs.partitions import date_partitions, symbol_set, symbol_sets
 from crypto_pipelines.defs.resources import ExchangesResource, MarketStoreResource
 from crypto_pipelines.defs.run_requests import contiguous_blocks, partitions_run_request
+from crypto_pipelines.defs.stream_fed import rest_series_datasets
 from crypto_pipelines.domain.datasets import get_market_dataset
 from crypto_pipelines.domain.incremental import (
     DEFAULT_FUNDING_INTERVAL_MS,
@@ -86,12 +87,13 @@ class SeriesAsset:
 
 
 def series_assets(exchange: str, config: ExchangeUniverse) -> list[SeriesAsset]:
-    """The exchange's market-data assets, as ``defs.build`` creates them."""
+    """The exchange's market-data assets that REST runs load (``defs.build`` creates them;
+    stream-fed ones are the stream's)."""
     return [
         SeriesAsset(
             spec.asset_name(tf), spec.name, tf, spec.is_monthly(tf), symbol_set(exchange, spec).name
         )
-        for spec, tf in config.series_datasets()
+        for spec, tf in rest_series_datasets(exchange, config)
     ]
 
 

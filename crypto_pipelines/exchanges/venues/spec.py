@@ -272,6 +272,13 @@ class VenueSpec:
         return quirk in self.quirks
 
     @property
+    def trade_history(self) -> bool:
+        """Whether public trades can be loaded for a past window over REST. Not on Bybit (the
+        newest 60 spot or 1,000 swap trades are all it serves): there the stream is the only
+        source of trades (``defs.stream_fed``)."""
+        return self.trades.paging is not TradesPaging.RECENT_ONLY
+
+    @property
     def funding_interval_ms(self) -> int | None:
         return self.funding.interval_ms if self.funding else None
 
