@@ -30,7 +30,7 @@ from crypto_pipelines.domain.validation import validate_frame
 from crypto_pipelines.storage.engine import Source, default_db_url, make_engine, write_transaction
 from crypto_pipelines.storage.migrate import upgrade
 from crypto_pipelines.storage.schema import table_for
-from crypto_pipelines.storage.writers import upsert_rows
+from crypto_pipelines.storage.writers import insert_new_rows, upsert_rows
 
 log = logging.getLogger(__name__)
 
@@ -107,22 +107,56 @@ class MarketStore:
         """Upsert instruments in one transaction; every currency the pairs and perps
         reference is added to ``crypto_assets`` as well. Returns rows inserted or changed
         per table."""
-        pairs, perps = list(pairs), list(perps)
+        frames = self._instrument_frames(assets, pairs, perps)
+        with write_transaction(self.engine) as connection:
+            return {
+                name: upsert_rows(connection, table_for(name), get_dataset(name).key, frame)
+                for name, frame in frames.items()
+            }
+
+    def put_instrument(self, item: CryptoAsset | CryptoPair | CryptoPerp) -> bool:
+        """Create or replace one catalog record (and add the currencies it names); True when
+        its key was not stored before. Decided in the same transaction as the write (an insert
+        that does nothing on conflict, then the upsert), so two first writes of one record
+        cannot both be told it was new."""
+        name = (
+            "crypto_assets"
+            if isinstance(item, CryptoAsset)
+            else "crypto_pairs"
+            if isinstance(item, CryptoPair)
+            else "crypto_perps"
+        )
+        frames = self._instrument_frames(
+            [item] if isinstance(item, CryptoAsset) else [],
+            [item] if isinstance(item, CryptoPair) else [],
+            [item] if isinstance(item, CryptoPerp) else [],
+        )
+        own = self._prepare(get_dataset(name), _frame_of(get_dataset(name), [item]), False)
+        with write_transaction(self.engine) as connection:
+            created = insert_new_rows(connection, table_for(name), get_dataset(name).key, own) > 0
+            for table, frame in frames.items():
+                upsert_rows(connection, table_for(table), get_dataset(table).key, frame)
+        return created
+
+    def _instrument_frames(
+        self,
+        assets: Iterable[CryptoAsset],
+        pairs: Iterable[CryptoPair],
+        perps: Iterable[CryptoPerp],
+    ) -> dict[str, pd.DataFrame]:
+        """Validated frames of the catalog tables for these instruments, with every currency
+        the pairs and perps reference among the assets."""
+        assets, pairs, perps = list(assets), list(pairs), list(perps)
         codes = {asset.code for asset in assets} | {asset.code for asset in assets_of(pairs, perps)}
         batches: dict[str, list[Any]] = {
             "crypto_assets": [CryptoAsset(code) for code in sorted(codes)],
             "crypto_pairs": pairs,
             "crypto_perps": perps,
         }
-        frames = {
+        return {
             name: self._prepare(get_dataset(name), _frame_of(get_dataset(name), items), True)
             for name, items in batches.items()
         }
-        with write_transaction(self.engine) as connection:
-            return {
-                name: upsert_rows(connection, table_for(name), get_dataset(name).key, frame)
-                for name, frame in frames.items()
-            }
 
     @staticmethod
     def _prepare(ds: Dataset, frame: pd.DataFrame, validate: bool) -> pd.DataFrame:

@@ -93,6 +93,35 @@ def upsert_rows(
     raise ValueError(f"unsupported database dialect {dialect!r}")
 
 
+def insert_new_rows(
+    connection: Connection, table: sa.Table, key: Sequence[str], frame: pd.DataFrame
+) -> int:
+    """Insert the rows of ``frame`` whose key is not stored yet, leave the others; returns how
+    many were inserted. Within a write transaction this decides "created" without a race: on
+    PostgreSQL a second transaction inserting the same key waits for the first to commit and
+    then finds the conflict; SQLite writers are serialized (``write_transaction``)."""
+    if frame.empty:
+        return 0
+    dialect = connection.dialect.name
+    insert: Any
+    if dialect == "sqlite":
+        insert = sqlite.insert(table)
+    elif dialect == "postgresql":
+        insert = postgresql.insert(table)
+    else:
+        raise ValueError(f"unsupported database dialect {dialect!r}")
+    # RETURNING counts what was inserted (rowcount is not reliable for this statement on
+    # every driver: psycopg through SQLAlchemy answered 0 for an inserted row).
+    statement = insert.on_conflict_do_nothing(index_elements=list(key)).returning(table.c[key[0]])
+    columns = [str(c) for c in frame.columns]
+    inserted = 0
+    for chunk in _row_chunks(frame, columns):
+        for values in chunk:
+            row = dict(zip(columns, values, strict=True))
+            inserted += len(connection.execute(statement, row).all())
+    return inserted
+
+
 @cache
 def _sqlite_upsert_sql(table: sa.Table, key: tuple[str, ...]) -> tuple[str, list[str]]:
     """The SQLite upsert of ``table`` and its parameters' column order, compiled once per

@@ -6,6 +6,7 @@ by ingestion, by other readers of the store, and never written to the file."""
 from __future__ import annotations
 
 import types
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from typing import Any, Union, get_args, get_origin
 
@@ -210,6 +211,23 @@ def test_an_asset_is_created_once(api: RunningApi) -> None:
         "message": "",
     }
     assert api.store.read("crypto_assets")["code"].tolist() == ["PEPE"]
+
+
+def test_concurrent_first_puts_of_a_record_create_it_once(api: RunningApi) -> None:
+    """The 201 is decided in the write's transaction: of many first PUTs of one record sent
+    at once (the routes run in a thread pool), exactly one is told it created it."""
+    paths = [f"/v1/catalog/pairs/binance/C{i}/USDT" for i in range(4)] + [
+        f"/v1/catalog/assets/RACE{i}" for i in range(4)
+    ]
+
+    def put(path: str) -> int:
+        with api.client() as client:
+            return client.put(path, json={} if "/pairs/" in path else None).status_code
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        statuses = {p: list(pool.map(put, [p] * 12)) for p in paths}
+    for path, codes in statuses.items():
+        assert sorted(codes) == [200] * 11 + [201], (path, codes)
 
 
 @pytest.mark.parametrize(

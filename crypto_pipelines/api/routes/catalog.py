@@ -59,12 +59,8 @@ def _created(model: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
 
 
 Record = TypeVar("Record", bound=BaseModel)
-_KINDS: Final[dict[str, tuple[type[Any], str]]] = {
-    ASSETS: (CryptoAsset, "assets"),
-    PAIRS: (CryptoPair, "pairs"),
-    PERPS: (CryptoPerp, "perps"),
-}
-"""Each table's domain dataclass and its ``MarketStore.upsert_instruments`` argument."""
+_KINDS: Final[dict[str, type[Any]]] = {ASSETS: CryptoAsset, PAIRS: CryptoPair, PERPS: CryptoPerp}
+"""Each table's domain dataclass."""
 
 
 def _store(request: Request) -> MarketStore:
@@ -203,15 +199,14 @@ def _put(
     where: dict[str, str],
 ) -> Record:
     """Validate ``row``, build its dataclass and upsert it; 201 when it was not stored
-    before, else 200; the record as stored."""
+    before, else 200 (decided inside the write's transaction: two first PUTs of one record
+    get one 201); the record as stored."""
     _validate(dataset, row)
-    kind, argument = _KINDS[dataset]
-    item = _built(kind, row)
-    existed = _one(store, dataset, model, **where) is not None
-    store.upsert_instruments(**{argument: [item]})
+    item = _built(_KINDS[dataset], row)
+    created = store.put_instrument(item)
     stored = _one(store, dataset, model, **where)
     assert stored is not None  # just written, in a committed transaction
-    response.status_code = status.HTTP_200_OK if existed else status.HTTP_201_CREATED
+    response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
     return stored
 
 
