@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from crypto_pipelines.domain.datasets import SeriesKey
+from crypto_pipelines.domain.listings import filter_candidates
 from crypto_pipelines.domain.universe import Universe, with_changes
 from crypto_pipelines.storage.store import MarketStore
 from crypto_pipelines.storage.universe_changes import universe_changes
@@ -39,6 +40,12 @@ class LineageReporter(Protocol):
 
     def check(self) -> str | None:
         """None when the orchestrator's instance is usable, else why not (for /health)."""
+        ...
+
+    def partitioned_symbols(self, exchange: str) -> Sequence[str] | None:
+        """The symbols the orchestrator partitions ``exchange``'s datasets over (its universe
+        sensor keeps them equal to the file, the API's changes and what the file's filters
+        select from the stored markets); None when it cannot say."""
         ...
 
 
@@ -75,6 +82,7 @@ class ApiServices:
     def __post_init__(self) -> None:
         self._current: Universe | None = None
         self._read_at = 0.0
+        self._selected: dict[str, tuple[float, frozenset[str]]] = {}
 
     def current_universe(self, *, fresh: bool = False) -> Universe:
         now = time.monotonic()
@@ -85,6 +93,27 @@ class ApiServices:
             )
             self._read_at = now
         return self._current
+
+    def filter_selected(self, exchange: str) -> frozenset[str]:
+        """The symbols ``exchange``'s universe filters select now (empty without filters):
+        the orchestrator's partitions when it can say, else the stored markets passing the
+        filters' quote, type and exclude rules (the volume ranking is recorded by the
+        orchestrator, so without it every such market counts). Cached ``universe_ttl_s``."""
+        config = self.universe.exchanges.get(exchange)
+        if config is None or config.filters is None:
+            return frozenset()
+        now = time.monotonic()
+        cached = self._selected.get(exchange)
+        if cached is not None and now - cached[0] <= self.universe_ttl_s:
+            return cached[1]
+        known = self.lineage.partitioned_symbols(exchange) if self.lineage is not None else None
+        if known is None:
+            listings = self.store.listings(exchange).values()
+            candidates = filter_candidates(config.filters, listings, int(time.time() * 1000))
+            known = [listing.symbol for listing in candidates]
+        selected = frozenset(known)
+        self._selected[exchange] = (now, selected)
+        return selected
 
     def forget_universe(self) -> None:
         """Drop the cached universe (after a change made through this process)."""

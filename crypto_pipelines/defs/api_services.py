@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 import dagster as dg
 
 from crypto_pipelines.api.services import IngestedSpan
-from crypto_pipelines.defs.partitions import DATE, SYMBOL
+from crypto_pipelines.defs.partitions import DATE, SYMBOL, symbols_partitions_name
 from crypto_pipelines.domain.universe import Universe
 
 
@@ -60,6 +60,14 @@ class DagsterLineage:
             )
             events += 1
         return events
+
+    def partitioned_symbols(self, exchange: str) -> Sequence[str] | None:
+        """The keys of ``<exchange>_symbols``, which the universe sensor keeps equal to the
+        effective universe, filters included; None when the instance cannot be read."""
+        try:
+            return self.instance().get_dynamic_partitions(symbols_partitions_name(exchange))
+        except Exception:  # an unusable instance: the API falls back to the stored markets
+            return None
 
     def check(self) -> str | None:
         try:

@@ -59,6 +59,9 @@ class RecordingLineage:
     def check(self) -> str | None:
         return None
 
+    def partitioned_symbols(self, exchange: str) -> Sequence[str] | None:
+        return None  # as an orchestrator that cannot say: the stored markets decide
+
 
 STATS = {"rows_written": 12, "catch_up_rows": {"okx": 301}}
 

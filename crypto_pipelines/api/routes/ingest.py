@@ -84,14 +84,15 @@ def _series_fields(spec: MarketDataset, batch: Batch) -> dict[str, str]:
 
 def check_in_universe(services: ApiServices, spec: MarketDataset, fields: dict[str, str]) -> None:
     """422 ``not_in_universe`` unless the exchange, symbol (and timeframe) are collected:
-    in the universe file or added through the API, and the dataset enabled there."""
+    in the universe file, added through the API or selected by the file's filters, and the
+    dataset enabled there."""
     universe = services.current_universe()
     exchange, symbol = fields["exchange"], fields["symbol"]
     config = universe.exchanges.get(exchange)
     problem = None
     if config is None:
         problem = f"exchange {exchange!r} is not in the universe (configured: {', '.join(universe.exchanges)})"
-    elif symbol not in config.symbols:
+    elif symbol not in config.symbols and symbol not in services.filter_selected(exchange):
         problem = f"symbol {symbol!r} is not in {exchange}'s universe (add it: POST /v1/universe/{exchange}/symbols)"
     elif not spec.has_market(symbol):
         kinds = " or ".join(sorted(spec.market_types))
