@@ -22,6 +22,8 @@ from typing import Any, Final
 
 import dagster as dg
 
+from crypto_pipelines.defs.interruptible import interruptible
+
 EXECUTOR_ENV: Final = "CRYPTO_PIPELINES_EXECUTOR"
 BROKER_ENV: Final = "CRYPTO_PIPELINES_CELERY_BROKER"
 BACKEND_ENV: Final = "CRYPTO_PIPELINES_CELERY_BACKEND"
@@ -75,12 +77,13 @@ def celery_settings(environ: Mapping[str, str] = os.environ) -> CelerySettings:
 def executor_from_env(
     default: dg.ExecutorDefinition, environ: Mapping[str, str] = os.environ
 ) -> dg.ExecutorDefinition:
-    """``default`` (``in_process``: ``build.EXECUTOR`` says why) or, with ``celery``, the
-    Celery executor. Anything else fails the code location's load: a misspelt setting must not
-    quietly run every step in the run's process."""
+    """``default`` (``in_process``: ``build.EXECUTOR`` says why), made to stop on SIGTERM/SIGINT
+    while a step waits for a pool slot (``defs.interruptible``: Dagster's in-process loop does
+    not), or, with ``celery``, the Celery executor. Anything else fails the code location's
+    load: a misspelt setting must not quietly run every step in the run's process."""
     choice = environ.get(EXECUTOR_ENV, "").strip().lower() or IN_PROCESS
     if choice == IN_PROCESS:
-        return default
+        return interruptible(default)
     if choice == CELERY:
         # Imported only when chosen: the default path does not pay for importing Celery.
         from dagster_celery import celery_executor

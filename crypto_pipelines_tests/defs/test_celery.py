@@ -63,8 +63,14 @@ requests and stored in chunks of up to 10,000, so a step can be caught with part
 
 def test_the_executor_is_in_process_unless_celery_is_asked_for() -> None:
     default = dg.in_process_executor
-    assert executor_from_env(default, {}) is default
-    assert executor_from_env(default, {EXECUTOR_ENV: "in_process"}) is default
+    for environ in ({}, {EXECUTOR_ENV: "in_process"}):
+        chosen = executor_from_env(default, environ)
+        # the in-process executor, wrapped to stop on signals while waiting for a pool slot
+        assert chosen.name == "in_process" and chosen is not default
+        assert (
+            chosen.config_schema.as_field().config_type
+            == default.config_schema.as_field().config_type
+        )
     celery = executor_from_env(default, {EXECUTOR_ENV: " Celery "})
     assert celery is not default and celery.name == "celery"
     with pytest.raises(ValueError, match=EXECUTOR_ENV):  # a typo must not run steps here

@@ -5,17 +5,22 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
+from crypto_pipelines.defs.sensors.dead_runs import process_exists, worker_pid, zombie
 from crypto_pipelines.replay import ReplayClock, ReplayServer, Tape
 from crypto_pipelines.replay.synth import SynthSpec, write_synthetic_tape
 from crypto_pipelines.storage.store import MarketStore
@@ -119,7 +124,7 @@ def test_sigkill_mid_run_then_rerun_completes_without_duplicates(
                     break
                 time.sleep(0.05)
             assert proc.poll() is None, (
-                f"run ended before it could be killed: {proc.stdout.read() if proc.stdout else ''}"
+                f"run ended before it could be killed: {proc.stdout.read().decode() if proc.stdout else ''}"
             )
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
@@ -252,3 +257,236 @@ def test_a_killed_run_is_marked_failed_and_frees_its_pool_slot(
     with MarketStore.open(db_url) as store:
         frame = store.read("ohlcv", exchange="binance", symbol="BTC/USDT", timeframe="1m")
     assert frame["ts"].tolist() == series.file.ts.tolist()
+
+
+JANUARY = "2024-01-01|BTC/USDT"
+FEBRUARY_MS = int(datetime(2024, 2, 1, tzinfo=UTC).timestamp() * 1000)
+BOUND_S = 120
+"""The issue's bound: a dead run frees its slot, a signalled run stops, within 2 minutes."""
+DEAD_HOLDER = "0" * 32
+"""The run id holding binance's slot in the signal test: no such run, as for a killed run whose
+record is gone; only its claim is real."""
+
+
+def _wait(what: str, check: Callable[[], bool], timeout_s: float = BOUND_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, f"not within {timeout_s} s: {what}"
+        time.sleep(0.2)
+
+
+def _project_instance(env: dict[str, str]) -> Path:
+    """The project's dagster.yaml (pools of one slot, run monitoring) in the test's home."""
+    home = Path(env["DAGSTER_HOME"])
+    shutil.copy(Path(__file__).resolve().parents[2] / "dagster.yaml", home / "dagster.yaml")
+    return home
+
+
+def _january(tape: Tape) -> list[int]:
+    ts: list[int] = tape.exchanges["binance"].symbols["BTC/USDT"].ohlcv["1m"].file.ts.tolist()
+    return [t for t in ts if t < FEBRUARY_MS]
+
+
+def _stored(db_url: str) -> list[int]:
+    with MarketStore.open(db_url) as store:
+        frame = store.read("ohlcv", exchange="binance", symbol="BTC/USDT", timeframe="1m")
+    return list(frame["ts"].tolist())
+
+
+def _blocked(output: Path) -> bool:
+    """Whether the CLI's output says its step waits for a slot of binance's pool."""
+    return "blocked by limit for pool binance" in output.read_text()
+
+
+def _pool_users(instance: dg.DagsterInstance, pool: str) -> tuple[list[str], list[str]]:
+    """The runs holding ``pool``'s slots, and those with a step queued for one."""
+    info = instance.event_log_storage.get_concurrency_info(pool)
+    return [s.run_id for s in info.claimed_slots], [p.run_id for p in info.pending_steps]
+
+
+def test_a_step_blocked_on_a_pool_stops_on_sigterm_and_sigint(
+    long_tape: Tape, tmp_path: Path
+) -> None:
+    """With binance's only slot held by a run that died, ``dagster asset materialize`` waited
+    ("Step blocked by limit for pool binance") and ignored SIGTERM, SIGINT and the UI's
+    Terminate. Now each ends it (exit status 128 + the signal), its run is failed (canceled,
+    after a Terminate) with the reason, and it leaves no claim in the pool's queue; the held
+    slot is untouched, and once it is freed a run of the same partition completes, exact."""
+    db_url = f"sqlite:///{tmp_path / 'market.db'}"
+    clock = ReplayClock(start_ms=int(START.timestamp() * 1000) + (DAYS + 1) * 86_400_000, speed=0)
+    with ReplayServer(long_tape, clock=clock) as server:
+        env = _env(tmp_path, server, db_url)
+        home = _project_instance(env)
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            storage = instance.event_log_storage
+            storage.initialize_concurrency_limit_to_default("binance")
+            assert storage.claim_concurrency_slot("binance", DEAD_HOLDER, "held").is_claimed
+
+        # SIGTERM as from `kill`; SIGINT after the run is marked CANCELING: the UI's Terminate.
+        for signum, terminate in ((signal.SIGTERM, False), (signal.SIGINT, True)):
+            output = tmp_path / f"{signum.name}.log"
+            with output.open("w") as out:
+                proc = subprocess.Popen(
+                    _materialize_cmd(["--partition", JANUARY]),
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
+            try:
+                _wait("the step blocked on the pool", partial(_blocked, output))
+                if terminate:
+                    with dg.DagsterInstance.from_config(str(home)) as instance:
+                        instance.report_run_canceling(instance.get_run_records()[0].dagster_run)
+                proc.send_signal(signum)
+                assert proc.wait(timeout=BOUND_S) == 128 + signum, output.read_text()[-3000:]
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            canceled, failed = (r.dagster_run for r in instance.get_run_records())
+            assert canceled.status == dg.DagsterRunStatus.CANCELED
+            assert failed.status == dg.DagsterRunStatus.FAILURE
+            for run, end, name in (
+                (canceled, dg.DagsterEventType.RUN_CANCELED, "SIGINT"),
+                (failed, dg.DagsterEventType.RUN_FAILURE, "SIGTERM"),
+            ):
+                (record,) = instance.get_records_for_run(run.run_id, of_type=end).records
+                reason = record.event_log_entry.message
+                assert name in reason and "binance__ohlcv_1m on pool binance" in reason, reason
+            assert _pool_users(instance, "binance") == ([DEAD_HOLDER], [DEAD_HOLDER])
+            instance.event_log_storage.free_concurrency_slots_for_run(DEAD_HOLDER)
+
+        done = subprocess.run(
+            _materialize_cmd(["--partition", JANUARY]),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert _stored(db_url) == _january(long_tape)
+
+
+def _launch(env: dict[str, str], workspace: Path, partition: str) -> str:
+    """Submit a run of ``binance_load_monthly`` as the UI does: queued, for the daemon to
+    launch (``DefaultRunLauncher``: a run worker under the daemon's code server)."""
+    run_id = str(uuid.uuid4())
+    launched = subprocess.run(
+        [
+            str(BIN / "dagster"),
+            "job",
+            "launch",
+            "-w",
+            str(workspace),
+            "-j",
+            "binance_load_monthly",
+            "--run-id",
+            run_id,
+            "--tags",
+            json.dumps({"dagster/partition": partition}),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert launched.returncode == 0, launched.stdout[-3000:] + launched.stderr[-3000:]
+    return run_id
+
+
+def test_a_daemon_launched_run_killed_mid_step_is_failed_and_frees_its_slot(
+    long_tape: Tape, tmp_path: Path
+) -> None:
+    """A real ``dagster-daemon`` on the project's dagster.yaml launches a run; its run worker is
+    killed with SIGKILL while it stores candles. Within 2 minutes the run is failed and holds
+    no slot of binance's pool (one slot); the run launched next for the same partition gets
+    it and completes, exact."""
+    db_url = f"sqlite:///{tmp_path / 'market.db'}"
+    clock = ReplayClock(start_ms=int(START.timestamp() * 1000) + (DAYS + 1) * 86_400_000, speed=0)
+    workspace = tmp_path / "workspace.yaml"
+    workspace.write_text(
+        "load_from:\n  - python_module:\n      module_name: crypto_pipelines.definitions\n"
+    )
+    with ReplayServer(long_tape, clock=clock) as server:
+        env = _env(tmp_path, server, db_url)
+        home = _project_instance(env)
+        # Sensors that would launch runs of their own for binance in the middle of the test.
+        for sensor in ("binance_incremental_sensor", "gap_repair_sensor"):
+            subprocess.run(
+                [str(BIN / "dagster"), "sensor", "stop", "-w", str(workspace), sensor],
+                env=env,
+                check=True,
+                capture_output=True,
+                timeout=180,
+            )
+        with (tmp_path / "daemon.log").open("w") as out:
+            daemon = subprocess.Popen(
+                [str(BIN / "dagster-daemon"), "run", "-w", str(workspace)],
+                env=env,
+                cwd=tmp_path,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # the daemon and its code server: one group to stop
+            )
+        try:
+            _set_latency(server, 500)  # ~13 requests: several seconds to kill it in
+            killed = _launch(env, workspace, JANUARY)
+            with dg.DagsterInstance.from_config(str(home)) as instance:
+
+                def status(run_id: str) -> dg.DagsterRunStatus | None:
+                    run = instance.get_run_by_id(run_id)
+                    return None if run is None else run.status
+
+                with MarketStore.open(db_url) as store:
+                    _wait(
+                        "the launched run storing candles",
+                        lambda: store.count("ohlcv", exchange="binance") > 0,
+                        timeout_s=240,
+                    )
+                assert status(killed) == dg.DagsterRunStatus.STARTED
+                pid = worker_pid(instance, killed)
+                assert pid is not None and pid not in (daemon.pid, os.getpid())
+                os.kill(pid, signal.SIGKILL)
+
+                _wait(
+                    "the killed run failed, its slot freed",
+                    lambda: (
+                        status(killed) == dg.DagsterRunStatus.FAILURE
+                        and killed not in sum(_pool_users(instance, "binance"), [])
+                    ),
+                )
+                assert 0 < len(_stored(db_url)) < len(_january(long_tape))
+
+                _set_latency(server, 0)
+                rerun = _launch(env, workspace, JANUARY)
+                _wait(
+                    "the re-run finished",
+                    lambda: (run := instance.get_run_by_id(rerun)) is not None and run.is_finished,
+                    timeout_s=240,
+                )
+                assert status(rerun) == dg.DagsterRunStatus.SUCCESS
+                assert _pool_users(instance, "binance") == ([], [])
+        finally:
+            os.killpg(daemon.pid, signal.SIGTERM)
+            try:
+                daemon.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(daemon.pid, signal.SIGKILL)
+                daemon.wait()
+    assert _stored(db_url) == _january(long_tape)
+
+
+def test_a_killed_worker_not_yet_collected_counts_as_dead() -> None:
+    """A killed process whose parent has not collected it (a zombie) still answers signal 0:
+    the dead-runs sensor must not take such a run worker for alive."""
+    child = subprocess.Popen(["sleep", "60"])
+    try:
+        assert process_exists(child.pid)
+        os.kill(child.pid, signal.SIGKILL)
+        _wait("the killed child a zombie", partial(zombie, child.pid), timeout_s=30)
+        assert not process_exists(child.pid)
+    finally:
+        child.kill()
+        child.wait()

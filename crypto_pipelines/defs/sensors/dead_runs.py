@@ -2,14 +2,16 @@
 
 A run killed with ``kill -9`` (or by the OOM killer, or a crashed machine) cannot record its
 own end: it stays STARTED and keeps its exchange's concurrency-pool slot, so every later step
-of that pool waits forever. Dagster's run monitoring (``run_monitoring`` in ``dagster.yaml``)
-detects dead workers of runs it launched through a run launcher that can check them; a run
-started from the command line (``dagster asset materialize``, ``crypto-pipelines refetch``)
-has no launcher to ask. This sensor covers both: every minute it looks at the runs still
-STARTING, STARTED or CANCELING, takes the run worker's process id from the run's own
-``RUN_START`` event, and where that process no longer exists it reports the run failed (with
-the reason) and frees the run's pool slots, what the UI's "free concurrency slots" action
-does. A step blocked on the pool then proceeds at its next check.
+of that pool waits forever. A run the daemon launched (``DefaultRunLauncher``) has its worker
+watched by the code server that started it, which fails the run when the worker dies; Dagster's
+run monitoring (``run_monitoring`` in ``dagster.yaml``) then frees the slots of ended runs, but
+cannot itself check a worker under this launcher. A run started from the command line
+(``dagster asset materialize``, ``crypto-pipelines refetch``) has nobody watching, and a worker
+whose code server died with it has nobody left. This sensor covers all: every minute it
+looks at the runs still STARTING, STARTED or CANCELING, takes the run worker's process id from
+the run's own ``RUN_START`` event, and where that process no longer exists (or is a zombie) it
+reports the run failed (with the reason) and frees the run's pool slots, what the UI's "free
+concurrency slots" action does. A step blocked on the pool then proceeds at its next check.
 
 Process ids are this machine's: the sensor acts only with Dagster's ``DefaultRunLauncher``,
 whose run workers are child processes on the machine the code location runs on. Deployments
@@ -17,6 +19,7 @@ with other launchers (Kubernetes, ECS) rely on run monitoring alone.
 """
 
 import os
+from pathlib import Path
 
 import dagster as dg
 
@@ -39,13 +42,25 @@ def worker_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
 
 
 def process_exists(pid: int) -> bool:
+    """Whether ``pid`` is a live process: a zombie (exited, its parent has not collected it)
+    still answers signal 0 but runs nothing, and keeps answering as long as its parent lives."""
     try:
         os.kill(pid, 0)  # signal 0: only asks whether the process exists
     except ProcessLookupError:
         return False
     except PermissionError:  # exists, owned by another user
         return True
-    return True
+    return not zombie(pid)
+
+
+def zombie(pid: int) -> bool:
+    """Linux's ``/proc/<pid>/stat`` says the process is a zombie (False where there is none)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    fields = stat.rpartition(")")[2].split()  # after "(command)", which may hold spaces
+    return bool(fields) and fields[0] == "Z"
 
 
 def dead_runs(instance: dg.DagsterInstance) -> list[tuple[dg.DagsterRun, int]]:
