@@ -10,7 +10,7 @@ by one Lua script) at ``crypto_pipelines:budget:<egress>:<exchange>[:replay:<add
 ``CRYPTO_PIPELINES_EGRESS_ID``, by default the host name; processes that set the same
 egress id share one budget, whichever machine they run on.
 
-Two things the library leaves to us, both for correctness across machines:
+Things the library leaves to us, for correctness across machines:
 
 * the clock. ``RedisBucket`` stamps grants with the local clock; a machine whose clock runs
   ahead records grants that the others' windows do not count yet (they lie in their future).
@@ -20,6 +20,9 @@ Two things the library leaves to us, both for correctness across machines:
   the SQLite budget holds its file lock around both, a redis-py ``Lock`` per exchange holds
   them together here, so stamps grow in the order they are recorded (four round trips a
   grant, well under a millisecond on a LAN against requests that take tens).
+
+A third, a boundary: pyrate-limiter's ``RedisBucket.leak`` removes one millisecond more than
+its own window check has finished counting; the leak is asked one millisecond earlier.
 
 A Redis that cannot be reached is an error naming ``CRYPTO_PIPELINES_REDIS_URL`` (password
 hidden), never a silent fallback to the per-machine file: that would let every machine
@@ -172,7 +175,12 @@ class RedisStore:
             item = RateItem(budget.name, now, weight=cost)
             if bucket.put(item) is True:  # a synchronous client: a bool
                 if now - opened.leaked_at.get(budget.name, 0) >= budget.window_ms:
-                    bucket.leak(now)  # entries no window can count any more
+                    # Entries no window can count any more: those before ``now - window``.
+                    # ``RedisBucket.leak(t)`` removes scores up to ``t - window`` *inclusive*
+                    # while its check counts ``[t - window, t]``, so leaking at ``now`` dropped
+                    # grants stamped exactly ``now - window`` that the next check at ``now``
+                    # must still count (seen: 10 units granted in a window of 8).
+                    bucket.leak(now - 1)
                     opened.client.pexpire(self.key(budget), 2 * budget.window_ms)
                     opened.leaked_at[budget.name] = now
                 return now, None
