@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from crypto_pipelines.domain.timeframes import DAY_MS, timeframe_ms
+from crypto_pipelines.domain.timeframes import grid_offset_ms, timeframe_ms
 
 Range = tuple[int, int]
 """An inclusive ``(first, last)`` run of missing slots (ms open times, or trade ids)."""
@@ -77,12 +77,6 @@ def _grid_gaps(slots: npt.NDArray[np.int64], count: int, origin: int, step: int)
     return Gaps(expected=count, present=int(slots.size), ranges=ranges)
 
 
-def grid_origin(timeframe: str) -> int:
-    """The epoch offset of a timeframe's UTC grid: weekly candles open on Mondays, 4 days
-    after the epoch (a Thursday); every other timeframe's grid starts at the epoch."""
-    return 4 * DAY_MS if timeframe.endswith("w") else 0
-
-
 def candle_gaps(
     ts: Iterable[int] | npt.ArrayLike,
     timeframe: str,
@@ -97,7 +91,7 @@ def candle_gaps(
     ``ts`` are stored open times in any order, duplicates allowed; times off the grid or
     outside the range are ignored here (the ``schema`` check reports misaligned rows)."""
     step = timeframe_ms(timeframe)
-    origin = grid_origin(timeframe)
+    origin = grid_offset_ms(timeframe)
     if now_ms is not None:
         end_ms = min(end_ms, now_ms - step + 1)  # a candle is closed once open + step <= now
     first = origin + -(-(start_ms - origin) // step) * step

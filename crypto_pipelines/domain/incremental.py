@@ -21,13 +21,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from crypto_pipelines.domain.timeframes import DAY_MS
+from crypto_pipelines.domain.timeframes import DAY_MS, grid_offset_ms
 
 OHLCV = "ohlcv"
 TRADES = "trades"
 FUNDING = "funding_rates"
 DEFAULT_FUNDING_INTERVAL_MS = 8 * 3_600_000
-_WEEK_OFFSET_MS = 4 * DAY_MS  # weekly candles open on Mondays; the epoch was a Thursday
 
 
 def _utc(ts_ms: int) -> datetime:
@@ -96,7 +95,7 @@ class Series:
         delisting; None while nothing of the series' life is closed."""
         step = self.cadence_ms
         if self.dataset == OHLCV:
-            offset = _WEEK_OFFSET_MS if (self.timeframe or "").endswith("w") else 0
+            offset = grid_offset_ms(self.timeframe or "")
             newest_open = now_ms - step
             mark = newest_open - (newest_open - offset) % step
         elif self.dataset == TRADES:
@@ -112,7 +111,7 @@ class Series:
         on the series' grid; for trades, the next millisecond."""
         if self.dataset == TRADES:
             return ts_ms + 1
-        offset = _WEEK_OFFSET_MS if (self.timeframe or "").endswith("w") else 0
+        offset = grid_offset_ms(self.timeframe or "")
         return ts_ms - (ts_ms - offset) % self.cadence_ms + self.cadence_ms
 
     def lives_in(self, start_ms: int) -> bool:

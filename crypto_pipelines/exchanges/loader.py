@@ -129,7 +129,7 @@ def iter_ohlcv(
     where = Where(spec.id, what)
     base = {spec.symbol_param: market["id"], spec.ohlcv.interval_param: code}
     base.update(spec.market_params.get(kind, ()))
-    weekly = timeframe.endswith("w")
+    grid_offset = grid_offset_ms(timeframe)
 
     def choose(cursor: int) -> RangeQuery:
         for query in queries:
@@ -145,7 +145,7 @@ def iter_ohlcv(
             query.method, {**base, **range_params(query, lo, hi, query.max_rows)}, span
         )
         rows = rows_at(payload, spec.ohlcv.rows_path, where, span)
-        return candle_block(rows, spec.ohlcv, kind, step, weekly, where, span)
+        return candle_block(rows, spec.ohlcv, kind, step, grid_offset, where, span)
 
     blocks = walk_range(fetch, choose, start, end, advance_ms=step, window_step_ms=step)
     constants = {"exchange": spec.id, "symbol": symbol, "timeframe": timeframe}

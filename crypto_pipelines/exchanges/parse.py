@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from crypto_pipelines.domain.timeframes import DAY_MS
 from crypto_pipelines.exchanges.calls import describe_range, iso
 from crypto_pipelines.exchanges.errors import InvalidResponse
 from crypto_pipelines.exchanges.venues import (
@@ -130,14 +129,15 @@ def candle_block(
     spec: OhlcvSpec,
     kind: MarketKind,
     timeframe_ms: int,
-    weekly: bool,
+    grid_offset: int,
     where: Where,
     span: tuple[int, int],
 ) -> Block:
     """Candle rows to columns, checked as a protocol: readable numbers, ordered, unique,
     inside ``span``, on the grid. Value rules (prices positive, low <= open/close <= high,
     volume >= 0) are the dataset model's: a candle breaking them is kept, and the ingestion
-    sink quarantines it, so one bad candle does not throw away its whole page."""
+    sink quarantines it, so one bad candle does not throw away its whole page.
+    ``grid_offset``: where the timeframe's grid starts (``domain.timeframes.grid_offset_ms``)."""
     if not rows:
         return Block.empty(CANDLE_VALUES, [np.float64] * 5)
     c = spec.columns
@@ -150,8 +150,7 @@ def candle_block(
     order = oriented(ts, spec.newest_first, True, where, span)
     ts, values = ts[order], values[order]
     in_span(ts, where, span)
-    offset = 4 * DAY_MS if weekly else 0
-    off_grid = np.flatnonzero((ts - offset) % timeframe_ms)
+    off_grid = np.flatnonzero((ts - grid_offset) % timeframe_ms)
     if len(off_grid):
         i = int(off_grid[0])
         raise where.fail(span, f"candle at {iso(int(ts[i]))} is not aligned to the timeframe")

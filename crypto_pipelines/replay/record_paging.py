@@ -17,7 +17,7 @@ from typing import Any
 import ccxt
 from tqdm import tqdm
 
-from crypto_pipelines.domain.timeframes import DAY_MS, timeframe_ms
+from crypto_pipelines.domain.timeframes import grid_offset_ms, timeframe_ms
 from crypto_pipelines.replay.record_profiles import FundingPaging, TradePaging, VenueProfile
 from crypto_pipelines.replay.record_support import (
     BadAnswer,
@@ -99,7 +99,7 @@ class Pager:
         """Windows of ``ohlcv_limit`` slots over [since, until), closed candles only. The next
         window starts where this one ends whatever came back: an empty window is a gap."""
         step = timeframe_ms(tf)
-        offset = 4 * DAY_MS if tf.endswith("w") else 0  # weeks open on Mondays
+        offset = grid_offset_ms(tf)
         cursor = offset + math.ceil((self.since - offset) / step) * step
         stop = min(self.until, now - step + 1)  # a candle is closed once ts + step <= now
         last: int | None = None

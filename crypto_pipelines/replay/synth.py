@@ -23,7 +23,12 @@ from decimal import Decimal
 from pathlib import Path
 
 from crypto_pipelines.domain.symbols import parse_symbol
-from crypto_pipelines.domain.timeframes import DAY_MS, MINUTE_MS, TimeframeError, timeframe_ms
+from crypto_pipelines.domain.timeframes import (
+    MINUTE_MS,
+    TimeframeError,
+    grid_offset_ms,
+    timeframe_ms,
+)
 from crypto_pipelines.replay.synth_format import (
     CandleArrays,
     Choice,
@@ -274,7 +279,7 @@ def _write_series(
 
         candle_sinks = {tf: sink(f"ohlcv_{tf}.csv", OHLCV_HEADER) for tf in spec.timeframes}
         rollups = {
-            tf: Rollup(timeframe_ms(tf), 4 * DAY_MS if tf.endswith("w") else 0)
+            tf: Rollup(timeframe_ms(tf), grid_offset_ms(tf))
             for tf in spec.timeframes
             if timeframe_ms(tf) != MINUTE_MS
         }

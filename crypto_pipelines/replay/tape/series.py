@@ -18,7 +18,7 @@ from typing import IO, NamedTuple
 import numpy as np
 import pandas as pd
 
-from crypto_pipelines.domain.timeframes import DAY_MS, TimeframeError, timeframe_ms
+from crypto_pipelines.domain.timeframes import TimeframeError, grid_offset_ms, timeframe_ms
 from crypto_pipelines.replay.tape.csvfile import CsvFile
 from crypto_pipelines.replay.tape.errors import TapeError
 
@@ -110,7 +110,7 @@ class CandleSeries(_Series):
         super().__init__(
             CsvFile(path, OHLCV_HEADER, numeric=OHLCV_HEADER[1:], unknown_ok=("volume",))
         )
-        offset = 4 * DAY_MS if timeframe.endswith("w") else 0
+        offset = grid_offset_ms(timeframe)
         misaligned = np.flatnonzero((self.file.ts - offset) % self.timeframe_ms)
         if len(misaligned):
             raise self.file.fail_row(int(misaligned[0]), f"ts not aligned to {timeframe}")

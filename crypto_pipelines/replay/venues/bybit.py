@@ -17,7 +17,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from crypto_pipelines.domain.timeframes import DAY_MS
+from crypto_pipelines.domain.timeframes import grid_offset_ms
 from crypto_pipelines.replay.limits import Budget, Verdict
 from crypto_pipelines.replay.tape import MarketSpec
 from crypto_pipelines.replay.venues import bybit_markets as info
@@ -229,7 +229,7 @@ class Bybit(Venue):
         candles = []
         if series is not None:
             if start is not None:
-                offset = 4 * DAY_MS if timeframe.endswith("w") else 0
+                offset = grid_offset_ms(timeframe)
                 start -= (start - offset) % series.timeframe_ms
                 candles = series.between(start, hi, limit)
             else:
