@@ -1,8 +1,10 @@
 """The replay exchange's WebSocket side: the venues' public market-data streams (trades,
-candles, order books) served from the tape along the replay clock, for stock ccxt.pro clients.
+candles, order books, and the perpetuals' mark price / funding) served from the tape along the
+replay clock, for stock ccxt.pro clients.
 
 ``base`` holds the connection (subscriptions, streaming loop, faults), ``feeds`` the tape rows
-as time passes, and one small module per venue its URLs, control messages and wire formats.
+as time passes, ``marks`` the mark price and funding derived from the tape, and one small
+module per venue its URLs, control messages and wire formats.
 """
 
 from __future__ import annotations

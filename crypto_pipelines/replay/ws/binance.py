@@ -11,6 +11,13 @@ tape's ids. Depth is a diff stream without a snapshot: a client takes the REST d
 and joins on ``lastUpdateId``; update ids number the tape's snapshots as REST does
 (``U = previous + 1``, ``u`` this one, futures add ``pu`` = previous ``u``).
 
+USDⓈ-M and COIN-M also serve ``<symbol>@markPrice`` (every 3 s of replay time) and
+``<symbol>@markPrice@1s`` (every second; ccxt.pro's ``watch_mark_price(s)`` default), and
+the all-market ``!markPrice@arr[@1s]`` (``watch_mark_prices()`` without symbols):
+``{"e": "markPriceUpdate", "E", "s", "p", "i", "P", "r", "T"}``, derived from the tape's
+funding rows and candles as ``ws.marks`` documents; spot and perpetuals without funding data
+get the invalid-stream error.
+
 Limits as documented: 1,024 streams per connection on spot, 200 on futures; 5 incoming
 messages per second on spot and 10 on futures, beyond which the connection is closed. One
 deliberate difference: a stream for a symbol the tape lacks is refused with Binance's
@@ -42,6 +49,13 @@ from crypto_pipelines.replay.ws.base import (
     find_market,
 )
 from crypto_pipelines.replay.ws.feeds import Bar, BookFeed, BookUpdate, CandleFeed, TradeFeed
+from crypto_pipelines.replay.ws.marks import (
+    EIGHT_HOURS_MS,
+    GridFeed,
+    MarkSource,
+    MarkState,
+    has_funding,
+)
 
 #: endpoint kind -> (tape market type, linear?)
 _KINDS: dict[str, tuple[str, bool | None]] = {
@@ -51,6 +65,9 @@ _KINDS: dict[str, tuple[str, bool | None]] = {
 }
 _STREAM_LIMIT = {"spot": 1024, "linear": 200, "inverse": 200}
 _MESSAGES_PER_S = {"spot": 5, "linear": 10, "inverse": 10}
+#: mark price stream suffix -> push period (ms): every 3 s, or every second with ``@1s``
+_MARK_PERIODS = {"markPrice": 3_000, "markPrice@1s": 1_000}
+_ALL_MARKS = {"!markPrice@arr": 3_000, "!markPrice@arr@1s": 1_000}
 _DEPTH_SPEEDS = ("", "@100ms", "@250ms", "@500ms", "@1000ms", "@0ms")
 _METHODS = "`SUBSCRIBE`, `UNSUBSCRIBE`, `LIST_SUBSCRIPTIONS`, `SET_PROPERTY`, `GET_PROPERTY`"
 INVALID_STREAM = "Invalid request: invalid stream"
@@ -165,6 +182,8 @@ class BinanceSocket(VenueSocket):
 
     def _build(self, name: str) -> Subscription | None:
         symbol_id, _, rest = name.partition("@")
+        if name in _ALL_MARKS:
+            return self._all_mark_prices(name)
         market = self._market(symbol_id)
         if market is None:
             return None
@@ -196,6 +215,8 @@ class BinanceSocket(VenueSocket):
                     for bar in feed.poll(now)
                 ],
             )
+        if rest in _MARK_PERIODS:
+            return self._mark_prices(name, [market], _MARK_PERIODS[rest])
         if rest.startswith("depth") and rest[5:] in _DEPTH_SPEEDS:
             book = BookFeed(
                 series.book, start, depth=None, snapshot_first=False, update_id=book_update_id
@@ -208,7 +229,43 @@ class BinanceSocket(VenueSocket):
             )
         return None
 
-    def _frame(self, name: str, payload: dict[str, Any]) -> str:
+    def _all_mark_prices(self, name: str) -> Subscription | None:
+        if self.route.kind == "spot":
+            return None
+        market_type, linear = _KINDS[self.route.kind]
+        markets = [m for m in self.venue.markets(market_type) if bool(m.linear) == linear]
+        return self._mark_prices(name, markets, _ALL_MARKS[name])
+
+    def _mark_prices(
+        self, name: str, markets: list[MarketSpec], period_ms: int
+    ) -> Subscription | None:
+        """``<symbol>@markPrice[@1s]`` (one market) or ``!markPrice@arr[@1s]`` (every
+        perpetual of the endpoint with funding data, a list per frame): derived as
+        ``ws.marks`` says, none before the first grid point after subscribing."""
+        if self.route.kind == "spot":
+            return None
+        sources = {
+            self.venue.market_id(m): MarkSource(self.series(m), EIGHT_HOURS_MS)
+            for m in markets
+            if has_funding(self.series(m))
+        }
+        if not sources:
+            return None
+        grid = GridFeed(period_ms, self.session.now_ms(), first=False, sources=(*sources.values(),))
+        single = not name.startswith("!")
+
+        def poll(now: int) -> list[str]:
+            frames = []
+            for t in grid.poll(now):
+                states = [(mid, src.at(t)) for mid, src in sources.items()]
+                payloads = [_mark_price(mid, st) for mid, st in states if st is not None]
+                if payloads:
+                    frames.append(self._frame(name, payloads[0] if single else payloads))
+            return frames
+
+        return Subscription("markPrice", poll)
+
+    def _frame(self, name: str, payload: dict[str, Any] | list[dict[str, Any]]) -> str:
         return dumps({"stream": name, "data": payload} if self.combined else payload)
 
     def _trade(self, market_id: str, t: Trade) -> dict[str, Any]:
@@ -269,7 +326,23 @@ class BinanceSocket(VenueSocket):
         return payload
 
 
+def _mark_price(market_id: str, state: MarkState) -> dict[str, Any]:
+    """A ``markPriceUpdate`` as USDⓈ-M and COIN-M send it (numbers as strings, times as
+    integers): mark, index and estimated settle price are the one derived mark."""
+    return {
+        "e": "markPriceUpdate",
+        "E": state.ts,
+        "s": market_id,
+        "p": state.mark,
+        "i": state.mark,
+        "P": state.mark,
+        "r": state.rate,
+        "T": state.funding_time,
+    }
+
+
 def _channel(name: str) -> str:
-    """The stats channel of a stream name: ``btcusdt@kline_1m`` -> ``kline_1m``."""
-    rest = name.partition("@")[2]
+    """The stats channel of a stream name: ``btcusdt@kline_1m`` -> ``kline_1m``,
+    ``!markPrice@arr@1s`` -> ``markPrice``."""
+    rest = name[1:] if name.startswith("!") else name.partition("@")[2]
     return rest.split("@", 1)[0] or "control"

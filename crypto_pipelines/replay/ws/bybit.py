@@ -10,6 +10,9 @@ subscribes nothing. Spot takes at most 10 args per request; linear and inverse c
 a connection at 21,000 characters, as Bybit documents. Pongs follow the two shapes Bybit uses
 (spot: ``ret_msg: "pong"``; contracts: ``op: "pong"`` with the server time). Trades come in
 batches of at most 1,024 per message, ``L`` the tick direction against the previous trade.
+``tickers.<symbol>`` is served for linear and inverse perpetuals with funding data (snapshot,
+then deltas; see ``ws.bybit_tickers``); elsewhere (spot among them) it is refused as an
+unknown topic.
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ from crypto_pipelines.replay.tape import MarketSpec, SymbolTape, Trade
 from crypto_pipelines.replay.venues.bybit import _INTERVALS, _product
 from crypto_pipelines.replay.venues.common import book_update_id
 from crypto_pipelines.replay.ws.base import Route, Subscription, VenueSocket, dumps, find_market
+from crypto_pipelines.replay.ws.bybit_tickers import ticker_subscription
 from crypto_pipelines.replay.ws.feeds import Bar, BookFeed, CandleFeed, TradeFeed
+from crypto_pipelines.replay.ws.marks import has_funding
 
 #: endpoint kind -> (tape market type, linear?)
 _KINDS: dict[str, tuple[str, bool | None]] = {
@@ -126,7 +131,10 @@ class BybitSocket(VenueSocket):
         """The subscription of a topic, or Bybit's ``ret_msg`` refusing it."""
         parts = topic.split(".")
         name = parts[0]
-        if (name, len(parts)) not in (("publicTrade", 2), ("kline", 3), ("orderbook", 3)):
+        known = (("publicTrade", 2), ("kline", 3), ("orderbook", 3), ("tickers", 2))
+        if (name, len(parts)) not in known:
+            return f"error:handler not found,topic:{topic}"
+        if name == "tickers" and self.route.kind not in ("linear", "inverse"):
             return f"error:handler not found,topic:{topic}"
         market_type, linear = _KINDS[self.route.kind]
         market = find_market(self.venue, parts[-1], market_type, linear)
@@ -134,6 +142,11 @@ class BybitSocket(VenueSocket):
             return f"Invalid symbol :[{topic}]"
         series = self.series(market)
         start = self.session.now_ms()
+        if name == "tickers":
+            if not has_funding(series):
+                return f"error:handler not found,topic:{topic}"
+            market_id = self.venue.market_id(market)
+            return ticker_subscription(topic, market_id, self.route.kind, series, start)
         if name == "publicTrade":
             return self._trades(topic, market, series, start)
         if name == "kline":

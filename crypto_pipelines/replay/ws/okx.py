@@ -4,7 +4,15 @@ Channels: ``trades`` (public), ``candle<bar>`` (business only: OKX moved candles
 asks for them on ``/public`` are refused with 60018 as OKX does), and the books on public:
 ``books`` (a 400-level snapshot, then updates with ``seqId``/``prevSeqId`` and the CRC32
 ``checksum`` of the top 25 levels), ``books5`` and ``bbo-tbt`` (the top 5 / top level, whole,
-each time it changes). Sequence ids number the tape's snapshots as the REST book's do. Requests
+each time it changes), and for perpetuals with funding data ``mark-price``
+(``{"instId", "instType": "SWAP", "markPx", "ts"}`` on subscribing and every 10 s of replay
+time, OKX's period for an unchanged mark; the derived mark changes at most once a minute, on
+that grid) and ``funding-rate`` (on subscribing and every 60 s, OKX pushing every 30 to 90 s:
+``fundingRate`` announced for ``fundingTime``, ``nextFundingTime`` the one after, ``method``
+``current_period`` with ``nextFundingRate`` ``""`` as OKX sends then, ``settFundingRate`` the
+last settled rate, ``premium`` ``"0"``; OKX's funding caps are left out, the tape has none).
+Both are derived as ``ws.marks`` documents; for other instruments they are refused with 60018
+like an unknown channel. Sequence ids number the tape's snapshots as the REST book's do. Requests
 are ``{"op": "subscribe"|"unsubscribe", "args": [{"channel", "instId"}], "id"?}``, each arg
 acknowledged on its own (``{"event": "subscribe", "arg", "connId"}``) or refused
 (``{"event": "error", "code", "msg", "connId"}``); heartbeats are the text ``ping``/``pong``.
@@ -39,9 +47,12 @@ from crypto_pipelines.replay.ws.base import (
     find_market,
 )
 from crypto_pipelines.replay.ws.feeds import Bar, BookFeed, BookUpdate, CandleFeed, TradeFeed
+from crypto_pipelines.replay.ws.marks import EIGHT_HOURS_MS, GridFeed, MarkSource, has_funding
 
 _PATHS = {"/ws/v5/public": "public", "/ws/v5/business": "business", "/ws/v5/private": "private"}
 _BOOKS = {"books": 400, "books5": 5, "bbo-tbt": 1}
+#: derived channels -> push period (ms of replay time)
+_MARKS = {"mark-price": 10_000, "funding-rate": 60_000}
 _REQUESTS_PER_HOUR = 480
 _MAX_REQUEST_BYTES = 64 * 1024
 _IDLE_S = 30.0
@@ -143,7 +154,9 @@ class OkxSocket(VenueSocket):
             bar = channel.removeprefix("candle")
             if bar not in BARS:
                 return None
-        elif kind != "public" or (channel != "trades" and channel not in _BOOKS):
+        elif kind != "public" or (
+            channel != "trades" and channel not in _BOOKS and channel not in _MARKS
+        ):
             return None
         market = find_market(self.venue, inst_id, "swap" if inst_id.endswith("-SWAP") else "spot")
         if market is None:
@@ -179,6 +192,8 @@ class OkxSocket(VenueSocket):
             return Subscription("trades", trades)
         if channel in _BOOKS:
             return self._books(channel, arg, series, start)
+        if channel in _MARKS:
+            return self._marks(channel, arg, market, series, start)
         return self._candles(channel, arg, market, series, start)
 
     def _candles(
@@ -215,6 +230,41 @@ class OkxSocket(VenueSocket):
         return Subscription(
             channel, lambda now: [dumps({"arg": arg, "data": [row(b)]}) for b in feed.poll(now)]
         )
+
+    def _marks(
+        self, channel: str, arg: dict[str, str], market: MarketSpec, series: SymbolTape, start: int
+    ) -> Subscription | None:
+        if not market.is_swap or not has_funding(series):
+            return None
+        source = MarkSource(series, EIGHT_HOURS_MS)
+        grid = GridFeed(_MARKS[channel], start, first=True, sources=(source,))
+        base = {"instId": arg["instId"], "instType": "SWAP"}
+
+        def data(t: int) -> dict[str, str] | None:
+            state = source.at(t)
+            if state is None:
+                return None
+            if channel == "mark-price":
+                return {**base, "markPx": state.mark, "ts": str(t)}
+            return {
+                **base,
+                "method": "current_period",
+                "fundingRate": state.rate,
+                "fundingTime": str(state.funding_time),
+                "nextFundingRate": "",
+                "nextFundingTime": str(source.next_funding(state.funding_time)[0]),
+                "settFundingRate": state.settled,
+                "settState": "settled",
+                "premium": "0",
+                "interestRate": "0",
+                "ts": str(t),
+            }
+
+        def poll(now: int) -> list[str]:
+            rows = (data(t) for t in grid.poll(now))
+            return [dumps({"arg": arg, "data": [row]}) for row in rows if row is not None]
+
+        return Subscription(channel, poll)
 
     def _books(
         self, channel: str, arg: dict[str, str], series: SymbolTape, start: int
