@@ -26,14 +26,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from crypto_pipelines.domain.symbols import parse_symbol
 from crypto_pipelines.exchanges.client import make_stream_client
 from crypto_pipelines.exchanges.venues import get_venue
 from crypto_pipelines.storage.store import MarketStore
@@ -57,6 +58,9 @@ class StreamSettings:
     trades: bool = True
     flush_ms: int = 250
     flush_rows: int = 5_000
+    flush_inline: bool = False
+    """Write on the event loop rather than in a worker thread (``StoreWriter``'s ``inline``:
+    faster under load, but a database that makes a flush wait stops the reading too)."""
     watchdog_s: float = 30.0
     backoff_base_s: float = 0.5
     backoff_max_s: float = 30.0
@@ -80,19 +84,22 @@ def backoff_s(attempt: int, base: float, cap: float) -> float:
     return random.uniform(0, min(cap, base * 2 ** max(attempt - 1, 0)))
 
 
-def market_groups(symbols: Sequence[str]) -> list[list[str]]:
-    """Symbols grouped by market type (spot, linear and inverse swaps): venues serve them on
-    different connections, and ccxt.pro watches many symbols at once only within a type."""
-    groups: dict[str, list[str]] = {}
-    for symbol in symbols:
-        parsed = parse_symbol(symbol)
-        kind = (
-            "spot"
-            if parsed.settle is None
-            else ("linear" if parsed.settle == parsed.quote else "inverse")
-        )
-        groups.setdefault(kind, []).append(symbol)
-    return list(groups.values())
+_heap_frozen = False
+
+
+def freeze_startup_heap() -> None:
+    """Once per process: move what exists before the stream starts (modules, classes, the
+    imported libraries' tables: most of the heap) out of the cyclic collector's reach. A
+    busy stream promotes ccxt's cached trades to the oldest generation by the thousand, so
+    full collections come every second or so, and each scanned the whole start-up heap too:
+    pauses of 100-200 ms, the tail of the receive-to-commit lag. Frozen objects are still
+    freed by reference counting; connections, clients and markets are made later and stay
+    collectable."""
+    global _heap_frozen
+    if not _heap_frozen:
+        _heap_frozen = True
+        gc.collect()
+        gc.freeze()
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
@@ -133,8 +140,13 @@ class ExchangeStream:
         self._last_id: dict[str, tuple[int, int]] = {}
         """Per symbol, (id, ts) of the newest trade of this connection, on a venue whose ids
         count up by one: the next id tells whether the connection skipped a trade."""
-        self._bridge: asyncio.Task[int] | None = None
-        self._repairs: set[asyncio.Task[int]] = set()
+        self._to_bridge: set[str] = set()
+        """Symbols whose first message of this connection came: bridged over REST once."""
+        self._holes: dict[str, tuple[int, int]] = {}
+        """Per symbol, the window of id jumps not repaired yet (merged: one fetch each)."""
+        self._rest_task: asyncio.Task[None] | None = None
+        self._last_trade = 0.0
+        """Monotonic time of the latest trade message of this connection (any symbol)."""
         self.books = BookLoop(
             exchange,
             stats,
@@ -186,12 +198,13 @@ class ExchangeStream:
         self._last_id.clear()  # the seam between connections is the catch-ups' to bridge
         loops: list[Awaitable[None]] = []
         try:
+            self._last_trade = time.monotonic()
             if self.settings.trades:
-                for group in market_groups(self.symbols):
-                    if client.has.get("watchTradesForSymbols") and len(group) > 1:
-                        loops.append(self._trades(client, group))
-                    else:
-                        loops += [self._trades(client, [symbol]) for symbol in group]
+                # One loop per symbol: ccxt.pro's watch_trades_for_symbols hands out one
+                # symbol's trades per call (whichever message came first), so with many busy
+                # symbols the same few win every time and the others overflow their caches.
+                loops += [self._trades(client, symbol) for symbol in self.symbols]
+                loops.append(self._trades_watchdog())
             for timeframe in self.settings.timeframes:
                 loops += [self._candles(client, symbol, timeframe) for symbol in self.symbols]
             if s.books:
@@ -215,12 +228,14 @@ class ExchangeStream:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(client.close(), timeout=CLOSE_TIMEOUT_S)
             log.debug("%s: client closed", self.exchange)
-            in_flight = [t for t in (self._bridge, *self._repairs) if t is not None]
-            for fetch in in_flight:  # a catch-up in flight finishes its transaction
+            if self._rest_task is not None:  # bridges and repairs already asked for finish
                 with contextlib.suppress(Exception):
-                    await fetch
-            self._bridge = None
-            self._repairs.clear()
+                    await self._rest_task
+            self._rest_task = None
+            self._to_bridge.clear()
+            # holes left by a failed round: retried before the next catch-up, like failed repairs
+            self.rest.holes.extend((symbol, a, b) for symbol, (a, b) in self._holes.items())
+            self._holes.clear()
             log.debug("%s: bridge done", self.exchange)
 
     async def _next(self, watch: Awaitable[Any]) -> Any:
@@ -232,50 +247,86 @@ class ExchangeStream:
     def _alive(self) -> None:
         self.failures = 0
 
-    async def _trades(self, client: Any, symbols: list[str]) -> None:
-        many = len(symbols) > 1
+    async def _trades_watchdog(self) -> None:
+        """The trades' watchdog is the connection's, not each symbol's (a quiet symbol is no
+        stall): ``StreamStalled`` once no symbol of the exchange has had a trade for
+        ``watchdog_s``. One timer for all symbols, none per message."""
+        watchdog = self.settings.watchdog_s
+        while True:
+            quiet = time.monotonic() - self._last_trade
+            if quiet >= watchdog:
+                raise StreamStalled(f"no message for {watchdog:g} s")
+            await asyncio.sleep(max(watchdog - quiet, 0.05))
+
+    async def _trades(self, client: Any, symbol: str) -> None:
         bridged = False
         while True:
-            if many:
-                trades = await self._next(client.watch_trades_for_symbols(symbols))
-            else:
-                trades = await self._next(client.watch_trades(symbols[0]))
-            received = time.monotonic()
+            trades = await client.watch_trades(symbol)
+            received = self._last_trade = time.monotonic()
             self.failures = 0
             if not bridged and self.settings.catch_up:
                 # The stream delivers from its subscription on; trades between the catch-up
                 # before connecting and this first message are fetched once more over REST.
                 bridged = True
-                self._bridge = asyncio.create_task(self.catch_up(symbols, bridge=True))
-            by_symbol: dict[str, list[dict[str, Any]]] = {}
-            for trade in trades:
-                by_symbol.setdefault(str(trade.get("symbol") or symbols[0]), []).append(trade)
-            for symbol, items in by_symbol.items():
-                rows = trade_rows(self.exchange, symbol, items)
-                self._follow(symbol, rows)
-                self.stats.message(self.exchange, "trades", len(rows))
-                await self.emit(StreamBatch("trades", self.exchange, symbol, rows, received))
+                self._to_bridge.add(symbol)
+                self._kick_rest()
+            if not trades:
+                continue
+            rows = trade_rows(self.exchange, symbol, trades)
+            self._follow(symbol, rows)
+            self.stats.message(self.exchange, "trades", len(rows))
+            await self.emit(StreamBatch("trades", self.exchange, symbol, rows, received))
+
+    def _kick_rest(self) -> None:
+        if self._rest_task is None:
+            self._rest_task = asyncio.create_task(self._rest_work(), name="stream-rest")
+
+    async def _rest_work(self) -> None:
+        """Bridges and repairs, one REST fetch at a time, each asked-for window once: what
+        arrives while one runs is merged into the next round, so a burst of id jumps (or a
+        venue whose ids are not what its spec says) cannot queue a fetch per trade."""
+        try:
+            while self._to_bridge or self._holes:
+                if self._to_bridge:
+                    symbols = sorted(self._to_bridge)
+                    self._to_bridge.clear()
+                    await self.catch_up(symbols, bridge=True)
+                holes, self._holes = self._holes, {}
+                for symbol, (after, before) in holes.items():
+                    await self.rest.repair(symbol, after, before)
+        finally:
+            self._rest_task = None
 
     def _follow(self, symbol: str, rows: list[dict[str, Any]]) -> None:
         """Note the newest trade handed out; on a venue with sequential ids, repair at once
         over REST any ids the connection skipped (a jump from one trade to the next)."""
-        times = [int(r["ts"]) for r in rows if isinstance(r["ts"], int | float)]
-        if times:
-            self.received[symbol] = max(self.received.get(symbol, times[0]), max(times))
-        if not self.rest.sequential_ids:
+        sequential = self.rest.sequential_ids
+        newest = self.received.get(symbol)
+        pairs: list[tuple[int, int]] = []
+        for row in rows:  # one pass: this runs for every trade
+            ts = row["ts"]
+            if type(ts) is not int:
+                if not isinstance(ts, float) or not math.isfinite(ts):
+                    continue
+                ts = int(ts)
+            if newest is None or ts > newest:
+                newest = ts
+            if sequential and row["trade_id"].isdigit():
+                pairs.append((int(row["trade_id"]), ts))
+        if newest is not None:
+            self.received[symbol] = newest
+        if not pairs:
             return
-        pairs = sorted(
-            (int(r["trade_id"]), int(r["ts"]))
-            for r in rows
-            if r["trade_id"].isdigit() and isinstance(r["ts"], int | float)
-        )
+        pairs.sort()
         last = self._last_id.get(symbol)
         for trade_id, ts in pairs:
             if last is not None and trade_id > last[0] + 1:
                 self.stats.id_jumps[self.exchange] += 1
-                task = asyncio.create_task(self.rest.repair(symbol, last[1], ts))
-                self._repairs.add(task)
-                task.add_done_callback(self._repairs.discard)
+                hole = self._holes.get(symbol)
+                self._holes[symbol] = (
+                    (last[1], ts) if hole is None else (min(hole[0], last[1]), max(hole[1], ts))
+                )
+                self._kick_rest()
             if last is None or trade_id > last[0]:
                 last = (trade_id, ts)
         if last is not None:
@@ -344,7 +395,11 @@ class StreamService:
         self.settings = settings or StreamSettings()
         self.stats = StreamStats()
         self.writer = StoreWriter(
-            store, self.stats, flush_ms=self.settings.flush_ms, flush_rows=self.settings.flush_rows
+            store,
+            self.stats,
+            flush_ms=self.settings.flush_ms,
+            flush_rows=self.settings.flush_rows,
+            inline=self.settings.flush_inline,
         )
         self.handlers: list[Handler] = [self.writer, *handlers]
         if redis_url:
@@ -363,6 +418,7 @@ class StreamService:
     async def run(self, stop: asyncio.Event) -> StreamStats:
         """Run until ``stop`` is set (or the task is cancelled); then flush every buffer and
         close every handler and connection."""
+        freeze_startup_heap()
         try:
             await asyncio.gather(*(s.run(stop) for s in self.streams))
         finally:

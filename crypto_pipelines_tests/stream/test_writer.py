@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from crypto_pipelines.storage.rejections import rejections
 from crypto_pipelines.storage.store import MarketStore
 from crypto_pipelines.stream import StoreWriter, StreamBatch, StreamStats
@@ -27,10 +29,12 @@ def _trades(first: int, n: int, **change: object) -> StreamBatch:
     )
 
 
-async def test_flushes_by_size_and_by_age_and_dedupes(db_url: str) -> None:
+@pytest.mark.parametrize("inline", [False, True], ids=["thread", "inline"])
+async def test_flushes_by_size_and_by_age_and_dedupes(db_url: str, inline: bool) -> None:
+    """The same contract whether flushes run in the worker thread or on the event loop."""
     stats = StreamStats()
     with MarketStore.open(db_url) as store:
-        writer = StoreWriter(store, stats, flush_ms=200, flush_rows=100)
+        writer = StoreWriter(store, stats, flush_ms=200, flush_rows=100, inline=inline)
         await writer.handle(_trades(0, 60))
         await writer.handle(_trades(50, 60))  # reaches 120 rows: flushed at once
         assert stats.flushes == 1 and writer.depth == 0
