@@ -1,5 +1,7 @@
 """The latest state of one symbol: its newest trade, the newest closed (and forming) candle of
-each timeframe and the top of its order book, from the stream's Redis hot cache or from SQL.
+each timeframe, the top of its order book and, for a perpetual, its funding (the mark price
+and the rate announced for the next settlement from the hot cache; the last settled rate from
+SQL), from the stream's Redis hot cache or from SQL.
 
 The hot cache (``crypto_pipelines.stream.cache``) holds what the stream saw last, including
 the forming candle, which is never stored; SQL holds what was committed (REST history, the
@@ -24,7 +26,13 @@ from sqlalchemy.engine import Engine
 
 from crypto_pipelines.api.bodies import row_columns
 from crypto_pipelines.domain.checks import is_timeframe
-from crypto_pipelines.domain.datasets import OHLCV, TRADES, MarketDataset, get_market_dataset
+from crypto_pipelines.domain.datasets import (
+    FUNDING_RATES,
+    OHLCV,
+    TRADES,
+    MarketDataset,
+    get_market_dataset,
+)
 from crypto_pipelines.domain.timeframes import TimeframeError, timeframe_ms
 from crypto_pipelines.storage.schema import table_for
 from crypto_pipelines.stream.cache import DEFAULT_PREFIX
@@ -40,10 +48,13 @@ class Latest:
     trade: list[Any] | None = None
     candles: dict[str, dict[str, list[Any] | None]] = field(default_factory=dict)
     book: dict[str, Any] | None = None
+    funding: dict[str, Any] | None = None
 
     @property
     def empty(self) -> bool:
-        return self.trade is None and not self.candles and self.book is None
+        return (
+            self.trade is None and not self.candles and self.book is None and self.funding is None
+        )
 
 
 def timeframe_order(timeframe: str) -> tuple[int, str]:
@@ -158,19 +169,25 @@ class HotCache:
     async def latest(self, exchange: str, symbol: str) -> Latest:
         """What the cache holds of ``symbol``; ``HotCacheUnavailable`` when Redis cannot
         be reached."""
-        names = [self.key("trade", exchange, symbol), self.key("book", exchange, symbol)]
+        names = [
+            self.key("trade", exchange, symbol),
+            self.key("book", exchange, symbol),
+            self.key("mark", exchange, symbol),
+        ]
         try:
             candle_keys = await self._candle_keys(exchange, symbol)
             values = await self.client.mget([*names, *candle_keys])
         except self._errors as exc:
             raise HotCacheUnavailable(f"{type(exc).__name__}: {exc}") from exc
-        trade_text, book_text, *candle_texts = values
+        trade_text, book_text, mark_text, *candle_texts = values
         latest = Latest()
         if trade_text is not None:
             latest.trade = cached_row(get_market_dataset(TRADES), _loads(trade_text) or {})
         if book_text is not None:
             levels = _loads(book_text)
             latest.book = top_of_book(levels) if isinstance(levels, list) else None
+        if mark_text is not None:
+            latest.funding = announced_funding(_loads(mark_text))
         candles = get_market_dataset(OHLCV)
         for (timeframe, kind), text in zip(candle_keys.values(), candle_texts, strict=True):
             if text is None:  # expired between the SCAN and the MGET
@@ -188,6 +205,29 @@ class HotCache:
         await self.client.aclose()
 
 
+def _finite(value: Any, kind: type[int] | type[float]) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return kind(value)
+
+
+def announced_funding(record: Any) -> dict[str, Any] | None:
+    """A cached ``mark`` row (``stream.funding``) as the answer's funding state: the mark price
+    and the rate announced for the settlement at ``next_funding_ms``, not yet settled."""
+    if not isinstance(record, dict):
+        return None
+    state = {
+        "ts": _finite(record.get("ts"), int),
+        "mark_price": _finite(record.get("mark_price"), float),
+        "funding_rate": _finite(record.get("funding_rate"), float),
+        "next_funding_ms": _finite(record.get("next_funding_ms"), int),
+        "settled": False,
+    }
+    return state if state["mark_price"] is not None or state["funding_rate"] is not None else None
+
+
 def _loads(text: str) -> Any:
     try:
         value = json.loads(text)
@@ -197,9 +237,11 @@ def _loads(text: str) -> Any:
 
 
 def latest_from_sql(engine: Engine, exchange: str, symbol: str) -> Latest:
-    """The newest stored trade, closed candle per timeframe and order book snapshot of
-    ``symbol`` (three indexed reads in one connection; blocking: run it in a thread)."""
+    """The newest stored trade, closed candle per timeframe, order book snapshot and settled
+    funding rate of ``symbol`` (four indexed reads in one connection; blocking: run it in a
+    thread)."""
     trades, ohlcv, books = table_for(TRADES), table_for(OHLCV), table_for(BOOKS)
+    funding = table_for(FUNDING_RATES)
     trade_spec, candle_spec = get_market_dataset(TRADES), get_market_dataset(OHLCV)
 
     def series(table: sa.Table) -> list[sa.ColumnElement[bool]]:
@@ -226,8 +268,15 @@ def latest_from_sql(engine: Engine, exchange: str, symbol: str) -> Latest:
     book_query = sa.select(
         books.c.ts, books.c.side, books.c.level, books.c.price, books.c.amount
     ).where(*series(books), books.c.ts == snapshot)
+    funding_query = (
+        sa.select(funding.c.ts, funding.c.rate)
+        .where(*series(funding))
+        .order_by(funding.c.ts.desc())
+        .limit(1)
+    )
     with engine.connect() as connection:
         trade = connection.execute(trade_query).first()
+        settled = connection.execute(funding_query).first()
         candle_rows = connection.execute(candle_query).all()
         book_rows = connection.execute(book_query).mappings().all()
     candles = {
@@ -238,4 +287,13 @@ def latest_from_sql(engine: Engine, exchange: str, symbol: str) -> Latest:
         trade=list(trade) if trade is not None else None,
         candles=candles,
         book=top_of_book(dict(row) for row in book_rows),
+        funding=None
+        if settled is None
+        else {
+            "ts": int(settled[0]),
+            "mark_price": None,
+            "funding_rate": float(settled[1]),
+            "next_funding_ms": None,
+            "settled": True,
+        },
     )

@@ -125,6 +125,32 @@ class TopOfBook(BaseModel):
     ask: BookLevel | None
 
 
+class FundingState(BaseModel):
+    """A perpetual's funding: from the hot cache, the mark price and the rate the venue
+    announced for the settlement at `next_funding_ms` (`settled` false); from SQL, the last
+    settled rate at `ts` (`settled` true)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "ts": 1704096000000,
+                    "mark_price": 42301.2,
+                    "funding_rate": 0.0001,
+                    "next_funding_ms": 1704124800000,
+                    "settled": False,
+                }
+            ]
+        }
+    )
+
+    ts: int | None
+    mark_price: float | None
+    funding_rate: float | None
+    next_funding_ms: int | None
+    settled: bool
+
+
 Source = Literal["redis", "sql"]
 _CANDLES = get_market_dataset(OHLCV)
 _CANDLE_ROW = row_type(_CANDLES)
@@ -144,6 +170,7 @@ LATEST_EXAMPLE: dict[str, Any] = {
         },
     },
     "book": BOOK_EXAMPLE,
+    "funding": None,
 }
 LatestCandles = create_model(
     "LatestCandles",
@@ -175,4 +202,8 @@ LatestAnswer = create_model(
         Field(description="per timeframe, shortest first"),
     ),
     book=(TopOfBook | None, ...),
+    funding=(
+        FundingState | None,
+        Field(description="perpetuals: announced (hot cache) or last settled (SQL) funding"),
+    ),
 )

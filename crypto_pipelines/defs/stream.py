@@ -68,6 +68,10 @@ class StreamConfig(dg.Config):
         default=False, description="order book snapshots too (table order_book_snapshots)"
     )
     book_depth: int = Field(default=10, ge=1, description="book levels stored per side")
+    funding: bool = Field(
+        default=False,
+        description="perpetuals' funding channel: each settlement's rate stored as it passes",
+    )
     book_every_s: float = Field(default=1.0, gt=0, description="one book snapshot this often")
 
 
@@ -236,6 +240,7 @@ def stream_job(universe: Universe) -> dg.JobDefinition:
             flush_ms=config.flush_ms,
             watchdog_s=config.watchdog_s,
             books=config.books,
+            funding=config.funding,
             book_depth=config.book_depth,
             book_every_s=config.book_every_s,
         )

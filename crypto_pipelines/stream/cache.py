@@ -3,8 +3,9 @@
 With ``CRYPTO_PIPELINES_REDIS_URL`` set, ``RedisCache`` (a stream handler) keeps, for each
 exchange and symbol, the latest trade (``<prefix>:trade:<exchange>:<symbol>``), the forming
 and the last closed candle of each timeframe (``<prefix>:candle:<exchange>:<symbol>:<tf>``,
-``...:closed``) and the latest order book snapshot (``<prefix>:book:<exchange>:<symbol>``,
-all its levels), as JSON strings, and publishes every batch on
+``...:closed``), the latest order book snapshot (``<prefix>:book:<exchange>:<symbol>``,
+all its levels) and, for perpetuals, the mark price with the announced funding rate and next
+funding time (``<prefix>:mark:<exchange>:<symbol>``), as JSON strings, and publishes every batch on
 ``<prefix>:<kind>:<exchange>:<symbol>`` so a dashboard or a strategy can subscribe. One
 pipelined round trip per batch. Off by default: an embedded setup needs no Redis.
 """
@@ -40,6 +41,8 @@ class RedisCache:
         pipe = self.client.pipeline(transaction=False)
         if batch.kind == "trades":
             pipe.set(self.key("trade", batch.exchange, batch.symbol), latest, ex=self.ttl_s)
+        elif batch.kind == "mark":
+            pipe.set(self.key("mark", batch.exchange, batch.symbol), latest, ex=self.ttl_s)
         elif batch.kind == "books":  # one snapshot is all of its rows
             book = json.dumps(batch.rows, default=str)
             pipe.set(self.key("book", batch.exchange, batch.symbol), book, ex=self.ttl_s)

@@ -42,6 +42,8 @@ from crypto_pipelines.stream.stats import StreamStats
 log = logging.getLogger(__name__)
 
 BRIDGE_OVERLAP_MS = 1_000
+FUNDING_LOOKBACK_MS = 7 * DAY_MS
+"""With no funding rate stored yet, how far back the stream fetches them (older is a backfill)."""
 
 
 class RestCatchUp:
@@ -107,6 +109,29 @@ class RestCatchUp:
         self.stats.repaired_rows[self.exchange] += report.rows_written
         return report.rows_written
 
+    async def funding(self, symbol: str) -> int | None:
+        """Settled funding rates of the perpetual ``symbol`` since the newest stored (or the
+        last ``FUNDING_LOOKBACK_MS``), over REST: what ``stream.funding`` asks for when a
+        settlement passes and when the stream (re)connects. Returns the newest stored funding
+        time afterwards (None when none is stored or the venue could not be asked)."""
+        async with self._lock:
+            return await asyncio.to_thread(self._funding, symbol)
+
+    def _funding(self, symbol: str) -> int | None:
+        try:
+            now = exchange_time_ms(self._rest())
+        except Exception as exc:
+            self.stats.errors[f"{self.exchange}:rest"] = f"{type(exc).__name__}: {exc}"[:500]
+            log.warning("%s: REST time failed, no funding fetched: %s", self.exchange, exc)
+            return None
+        stored = self.store.latest_ts("funding_rates", exchange=self.exchange, symbol=symbol)
+        start = stored + 1 if stored is not None else now - FUNDING_LOOKBACK_MS
+        report = self._load(symbol, start, now + 1, now, dataset="funding_rates")
+        if report is None:
+            return None
+        self.stats.funding_rows[self.exchange] += report.rows_written
+        return self.store.latest_ts("funding_rates", exchange=self.exchange, symbol=symbol)
+
     def _catch_up(self, symbols: list[str], received: dict[str, int], bridge: bool) -> int:
         try:
             now = exchange_time_ms(self._rest())
@@ -130,8 +155,10 @@ class RestCatchUp:
             self.stats.catch_up_rows[self.exchange] += report.rows_written
         return total
 
-    def _load(self, symbol: str, start: int, end: int, now: int | None) -> LoadReport | None:
-        series = SeriesKey(self.exchange, symbol, "trades")
+    def _load(
+        self, symbol: str, start: int, end: int, now: int | None, *, dataset: str = "trades"
+    ) -> LoadReport | None:
+        series = SeriesKey(self.exchange, symbol, dataset)
         client = self._rest()
         try:
             if now is None:
@@ -157,7 +184,7 @@ class RestCatchUp:
         )
         if report.rows_written and report.last_ts is not None:
             day = report.last_ts - report.last_ts % DAY_MS
-            key = ("trades", self.exchange, symbol, "", day)
+            key = (dataset, self.exchange, symbol, "", day)
             self.stats.touch(key, report.rows_written, report.last_ts)
         return report
 

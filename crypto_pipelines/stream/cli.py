@@ -28,6 +28,12 @@ def run(
     timeframes: str = typer.Option("", "--timeframes", help="Candles to stream too, e.g. 1m."),
     books: bool = typer.Option(False, "--books", help="Order book snapshots too."),
     book_depth: int = typer.Option(10, "--book-depth", min=1, help="Book levels per side."),
+    funding: bool = typer.Option(
+        False,
+        "--funding",
+        help="Perpetuals' funding channel: mark price and announced rate to the handlers, "
+        "each settlement's rate into funding_rates as it passes.",
+    ),
     book_every_s: float = typer.Option(
         1.0, "--book-every", min=0.01, help="One book snapshot per symbol every SECONDS."
     ),
@@ -56,6 +62,7 @@ def run(
     settings = StreamSettings(
         timeframes=tuple(_split(timeframes) or ()),
         books=books,
+        funding=funding,
         book_depth=book_depth,
         book_every_s=book_every_s,
     )

@@ -13,10 +13,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Kind = Literal["trades", "candles", "forming", "books"]
+Kind = Literal["trades", "candles", "forming", "books", "mark"]
 """``candles`` are closed (stored); ``forming`` is the current candle as it changes (for caches
 and user handlers; never stored, as on the REST path); ``books`` is one order book snapshot
-(the top levels of each side at one time, see ``stream.books``)."""
+(the top levels of each side at one time, see ``stream.books``); ``mark`` is a perpetual's
+mark price with the funding rate announced for its next settlement (never stored: the settled
+rate is fetched over REST, see ``stream.funding``)."""
 
 
 class StreamStalled(Exception):

@@ -35,6 +35,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from crypto_pipelines.domain.symbols import parse_symbol
 from crypto_pipelines.exchanges.client import make_stream_client
 from crypto_pipelines.exchanges.venues import get_venue
 from crypto_pipelines.storage.store import MarketStore
@@ -42,12 +43,14 @@ from crypto_pipelines.stream.books import BookLoop
 from crypto_pipelines.stream.cache import RedisCache
 from crypto_pipelines.stream.catchup import RestCatchUp
 from crypto_pipelines.stream.events import StreamBatch, StreamStalled, candle_rows, trade_rows
+from crypto_pipelines.stream.funding import FundingLoop
 from crypto_pipelines.stream.stats import StreamStats
 from crypto_pipelines.stream.writer import Handler, StoreWriter
 
 log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT_S = 2.0
+FUNDING_WATCHDOG_S = 180.0
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,11 @@ class StreamSettings:
     """Levels stored per side (0 = best)."""
     book_every_s: float = 1.0
     """At most one snapshot per symbol this often."""
+    funding: bool = False
+    """The perpetuals' funding channel (``stream.funding``): the mark price and announced rate
+    to the handlers, each settlement's rate fetched into ``funding_rates`` as it passes, and
+    missed settlements caught up on every (re)connect. Off by default: one more subscription
+    per perpetual."""
 
 
 def backoff_s(attempt: int, base: float, cap: float) -> float:
@@ -156,6 +164,12 @@ class ExchangeStream:
             depth=settings.book_depth,
             every_s=settings.book_every_s,
         )
+        has_channel = get_venue(exchange).ws_funding is not None
+        self.perps = [s for s in self.symbols if has_channel and parse_symbol(s).settle]
+        """The perpetuals whose funding is watched (with ``funding`` on)."""
+        self.funding = FundingLoop(
+            exchange, stats, emit, self._next_funding, self._alive, self.rest.funding
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
@@ -163,6 +177,7 @@ class ExchangeStream:
             try:
                 if s.catch_up:
                     await self.catch_up()
+                    await self.catch_up_funding()
                 await self._watch(stop)
                 return
             except asyncio.CancelledError:
@@ -209,6 +224,8 @@ class ExchangeStream:
                 loops += [self._candles(client, symbol, timeframe) for symbol in self.symbols]
             if s.books:
                 loops += [self.books.run(client, symbol) for symbol in self.symbols]
+            if s.funding:
+                loops += [self.funding.run(client, symbol) for symbol in self.perps]
             tasks = [asyncio.ensure_future(loop) for loop in loops]
             stopper = asyncio.ensure_future(stop.wait())
             try:
@@ -228,6 +245,7 @@ class ExchangeStream:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(client.close(), timeout=CLOSE_TIMEOUT_S)
             log.debug("%s: client closed", self.exchange)
+            await self.funding.close()  # the next connection's catch-up fetches what they were
             if self._rest_task is not None:  # bridges and repairs already asked for finish
                 with contextlib.suppress(Exception):
                     await self._rest_task
@@ -246,6 +264,16 @@ class ExchangeStream:
 
     def _alive(self) -> None:
         self.failures = 0
+
+    async def _next_funding(self, watch: Awaitable[Any]) -> Any:
+        """A funding channel's next message, with a watchdog of its own: venues announce
+        funding far less often than trades arrive (OKX once a minute), and a silent
+        connection is the trades' watchdog's to find."""
+        timeout = max(self.settings.watchdog_s, FUNDING_WATCHDOG_S)
+        try:
+            return await asyncio.wait_for(watch, timeout=timeout)
+        except TimeoutError:
+            raise StreamStalled(f"no funding message for {timeout:g} s") from None
 
     async def _trades_watchdog(self) -> None:
         """The trades' watchdog is the connection's, not each symbol's (a quiet symbol is no
@@ -369,6 +397,15 @@ class ExchangeStream:
         if not self.settings.trades:
             return 0
         return await self.rest.catch_up(symbols or self.symbols, self.received, bridge=bridge)
+
+    async def catch_up_funding(self) -> int:
+        """Settlements of the watched perpetuals missed while not connected, over REST."""
+        if not self.settings.funding:
+            return 0
+        before = self.stats.funding_rows[self.exchange]
+        for symbol in self.perps:
+            await self.rest.funding(symbol)
+        return self.stats.funding_rows[self.exchange] - before
 
     async def poll_rest(self, stop: asyncio.Event, duration_s: float) -> None:
         """REST polling while the WebSocket is down: a catch-up every ``poll_s``."""

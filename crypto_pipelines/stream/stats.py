@@ -2,7 +2,7 @@
 
 Counters per exchange and channel (messages, rows), receive-to-commit lag (p50/p99 over a
 bounded window of the latest commits, so memory stays flat), reconnects, failovers to REST,
-REST catch-up rows, id jumps repaired, order books resynchronised, the last message time,
+REST catch-up rows, id jumps repaired, settled funding rates fetched, order books resynchronised, the last message time,
 buffer depth, malformed and dropped messages.
 One object per service, mutated from the event loop only (and from the writer's flushes,
 which report back on the loop), so no locks are needed.
@@ -34,6 +34,8 @@ class StreamStats:
     id_jumps: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     """Holes the stream saw in a venue's sequential trade ids (each repaired over REST)."""
     repaired_rows: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    funding_rows: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    """Settled funding rates fetched over REST after the stream saw a settlement pass."""
     book_resyncs: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     """Order books found inconsistent (a sequence gap, a failed checksum) and taken afresh."""
     malformed: dict[str, int] = field(default_factory=lambda: defaultdict(int))
@@ -90,6 +92,7 @@ class StreamStats:
             "polled_rows": dict(self.polled_rows),
             "id_jumps": dict(self.id_jumps),
             "repaired_rows": dict(self.repaired_rows),
+            "funding_rows": dict(self.funding_rows),
             "book_resyncs": dict(self.book_resyncs),
             "malformed": dict(self.malformed),
             "last_message": {k: round(v, 3) for k, v in self.last_message.items()},

@@ -23,6 +23,7 @@ from crypto_pipelines.domain.symbols import SymbolError, parse_symbol
 from crypto_pipelines.ingest import Sink
 from crypto_pipelines.stream.cache import RedisCache
 from crypto_pipelines.stream.events import StreamBatch, book_rows, candle_rows, trade_rows
+from crypto_pipelines.stream.funding import mark_row
 from crypto_pipelines_tests.api.conftest import DESK, OTHER, RunningApi, free_port, serve_api
 
 REDIS_URL = os.environ.get("CRYPTO_PIPELINES_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -211,6 +212,8 @@ def seed_latest(api: RunningApi) -> dict[str, Any]:
             )
         swap = candles(1, M, T0 + 10 * M)
         post(client, "/v1/ohlcv", swap, exchange="binance", symbol="BTC/USDT:USDT", timeframe="1m")
+        rates = [[T0 - 8 * H, 0.0001], [T0, -0.0002]]
+        post(client, "/v1/funding-rates", rates, exchange="binance", symbol="BTC/USDT:USDT")
     snapshots = [
         *book_rows("binance", "BTC/USDT", T0, [[99.0, 1.0]], [[101.0, 1.0]], depth=5),
         *book_rows(
@@ -229,6 +232,7 @@ def seed_latest(api: RunningApi) -> dict[str, Any]:
             "bid": {"price": 99.5, "amount": 2.0},
             "ask": {"price": 100.5, "amount": 3.0},
         },
+        "funding": None,
     }
 
 
@@ -247,6 +251,13 @@ def test_latest_from_sql(api: RunningApi) -> None:
         "1m": {"closed": candles(1, M, T0 + 10 * M)[0], "forming": None}
     }
     assert swap.json()["trade"] is None and swap.json()["book"] is None
+    assert swap.json()["funding"] == {  # the last settled rate
+        "ts": T0,
+        "mark_price": None,
+        "funding_rate": -0.0002,
+        "next_funding_ms": None,
+        "settled": True,
+    }
     assert unknown.status_code == 404 and "nothing is known" in unknown.json()["detail"]
     assert malformed.status_code == 422
 
@@ -269,6 +280,14 @@ async def redis_cache() -> AsyncIterator[RedisCache]:
     if keys:
         await cache.client.delete(*keys)
     await cache.close()
+
+
+MARK_PRICE: dict[str, Any] = {  # ccxt.pro's watch_mark_price structure (Binance markPriceUpdate)
+    "symbol": "BTC/USDT:USDT",
+    "timestamp": T0 + 20,
+    "markPrice": 42001.5,
+    "info": {"e": "markPriceUpdate", "p": "42001.5", "r": "0.00015", "T": T0 + 8 * 3_600_000},
+}
 
 
 async def test_latest_from_the_redis_hot_cache(api: RunningApi, redis_cache: RedisCache) -> None:
@@ -305,6 +324,7 @@ async def test_latest_from_the_redis_hot_cache(api: RunningApi, redis_cache: Red
         StreamBatch(
             "forming", "binance", swap, candle_rows("binance", swap, "1m", candles(1)), now, "1m"
         ),
+        StreamBatch("mark", "binance", swap, [mark_row("binance", swap, MARK_PRICE)], now),
     ]
     for batch in batches:
         await redis_cache.handle(batch)
@@ -334,8 +354,16 @@ async def test_latest_from_the_redis_hot_cache(api: RunningApi, redis_cache: Red
             "bid": {"price": 99.0, "amount": 1.5},
             "ask": {"price": 101.0, "amount": 0.5},
         },
+        "funding": None,
     }
     assert swap_answer.json()["source"] == "redis"
+    assert swap_answer.json()["funding"] == {  # announced for the next settlement
+        "ts": T0 + 20,
+        "mark_price": 42001.5,
+        "funding_rate": 0.00015,
+        "next_funding_ms": T0 + 8 * H,
+        "settled": False,
+    }
     assert swap_answer.json()["candles"] == {"1m": {"closed": None, "forming": candles(1)[0]}}
     assert stored.json()["source"] == "sql"
     assert stored.json()["candles"] == {"1m": {"closed": candles(2)[1], "forming": None}}

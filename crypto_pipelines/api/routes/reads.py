@@ -303,7 +303,7 @@ def _hot_cache(request: Request, url: str) -> HotCache:
     "/latest/{exchange}/{symbol:path}",
     response_model=LatestAnswer,
     responses={**ERRORS, 404: {"model": ErrorBody, "description": "nothing known of the symbol"}},
-    summary="Latest trade, candles and top of book of a symbol",
+    summary="Latest trade, candles, top of book and funding of a symbol",
 )
 async def get_latest(
     request: Request,
@@ -313,8 +313,9 @@ async def get_latest(
     # never does), so the domain's check answers 422 for a malformed symbol instead.
     symbol: Annotated[str, Path(description="ccxt unified symbol, '/' as is")],
 ) -> dict[str, Any]:
-    """The newest trade, the newest closed (and the forming) candle of each timeframe and the
-    best bid and ask. From the stream's Redis hot cache when one is configured and knows the
+    """The newest trade, the newest closed (and the forming) candle of each timeframe, the
+    best bid and ask and, for a perpetual, its funding (announced rate and mark price from the
+    hot cache, the last settled rate from SQL). From the stream's Redis hot cache when one is configured and knows the
     symbol, else (or when Redis cannot be reached) from the stored rows; `source` says
     which. The symbol's '/' stays as is: `/v1/latest/binance/BTC/USDT:USDT`.
 
@@ -342,4 +343,5 @@ async def get_latest(
         "trade": found.trade,
         "candles": found.candles,
         "book": found.book,
+        "funding": found.funding,
     }

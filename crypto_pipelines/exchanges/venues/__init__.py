@@ -25,6 +25,7 @@ from crypto_pipelines.exchanges.venues.spec import (
     TradesPaging,
     TradesSpec,
     VenueSpec,
+    WsFundingSpec,
     frozen,
 )
 
@@ -61,5 +62,6 @@ __all__ = [
     "TradesPaging",
     "TradesSpec",
     "VenueSpec",
+    "WsFundingSpec",
     "get_venue",
 ]

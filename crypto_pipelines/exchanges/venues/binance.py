@@ -32,6 +32,7 @@ from crypto_pipelines.exchanges.venues.spec import (
     TradesPaging,
     TradesSpec,
     VenueSpec,
+    WsFundingSpec,
     frozen,
 )
 
@@ -171,6 +172,8 @@ BINANCE = VenueSpec(
     ),
     # Spot, USDⓈ-M and COIN-M markets only (no options); no margin pairs or currencies, which
     # are private calls that need keys and tell us nothing about market data.
+    # markPriceUpdate: ``r`` the rate announced for the settlement at ``T``, ``p`` the mark
+    ws_funding=WsFundingSpec("watch_mark_price", rate="r", next_time="T", mark="p"),
     ws_options=frozen(
         {
             "watchTrades": {"name": "aggTrade"},

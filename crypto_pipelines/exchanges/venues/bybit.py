@@ -28,6 +28,7 @@ from crypto_pipelines.exchanges.venues.spec import (
     TradesPaging,
     TradesSpec,
     VenueSpec,
+    WsFundingSpec,
     frozen,
 )
 
@@ -120,4 +121,8 @@ BYBIT = VenueSpec(
         newest_first=True,
     ),
     ws_book_depths=(50, 200, 1000),  # orderbook.<n> channels
+    # tickers.<symbol> of a swap: the rate for the settlement at nextFundingTime, markPrice
+    ws_funding=WsFundingSpec(
+        "watch_ticker", rate="fundingRate", next_time="nextFundingTime", mark="markPrice"
+    ),
 )

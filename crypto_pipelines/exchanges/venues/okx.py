@@ -33,6 +33,7 @@ from crypto_pipelines.exchanges.venues.spec import (
     TradesPaging,
     TradesSpec,
     VenueSpec,
+    WsFundingSpec,
     frozen,
 )
 
@@ -156,6 +157,9 @@ OKX = VenueSpec(
     ),
     # ccxt otherwise also loads dated futures and two option chains.
     ccxt_options=frozen({"fetchMarkets": {"types": ["spot", "swap"]}}),
+    # funding-rate channel: fundingRate is for the settlement at fundingTime (nextFundingTime
+    # is the one after); it carries no mark price (the mark-price channel does)
+    ws_funding=WsFundingSpec("watch_funding_rate", rate="fundingRate", next_time="fundingTime"),
     markets_requests=("publicGetPublicInstruments", "publicGetPublicInstruments"),
     time_request="publicGetPublicTime",
     open_interest=OpenInterestSpec(

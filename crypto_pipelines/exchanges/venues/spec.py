@@ -171,6 +171,20 @@ class FundingSpec:
     newest_first: bool
 
 
+@dataclass(frozen=True, slots=True)
+class WsFundingSpec:
+    """The perpetuals' stream of the announced funding rate (and mark price) that ccxt.pro
+    offers on a venue: the watch method, and where the structure's ``info`` (the venue's own
+    message) keeps the rate announced for the next settlement, that settlement's time and the
+    mark price. The stream stores no announced rate: when the next funding time moves on, the
+    settled rate is fetched over REST (``stream.funding``)."""
+
+    method: str  # ccxt.pro method, called with one symbol
+    rate: str
+    next_time: str  # epoch ms of the settlement the announced rate is for
+    mark: str | None = None  # None: this channel carries no mark price
+
+
 class OpenInterestValue(Enum):
     """Where the quote-currency value of open interest comes from."""
 
@@ -263,6 +277,8 @@ class VenueSpec:
     ws_book_depths: tuple[int, ...] = ()
     #: the book channel is served to signed subscriptions only (Coinbase Exchange ``level2``)
     ws_book_signed: bool = False
+    #: the announced funding and mark price of perpetuals over WebSocket (None: no perpetuals)
+    ws_funding: WsFundingSpec | None = None
 
     @property
     def timeframes(self) -> tuple[str, ...]:
