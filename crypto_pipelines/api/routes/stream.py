@@ -87,6 +87,9 @@ class StreamStart(BaseModel):
     books: bool | None = Field(default=None, description="order book snapshots too")
     book_depth: int | None = Field(default=None, ge=1, le=1_000)
     book_every_s: float | None = Field(default=None, ge=0.01, le=3_600)
+    funding: bool | None = Field(
+        default=None, description="perpetuals' funding channel, settlements stored as they pass"
+    )
 
 
 class StreamState(BaseModel):
