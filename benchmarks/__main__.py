@@ -18,6 +18,7 @@ def _registry() -> dict[str, Callable[[], list[Result]]]:
         soak,
         storage,
         stream,
+        stream_soak,
     )
 
     return {
@@ -30,6 +31,8 @@ def _registry() -> dict[str, Callable[[], list[Result]]]:
         "dagster_backfill": dagster_backfill.one_year_backfill,
         "dagster_backfill_pg": dagster_backfill.one_year_backfill_postgres,
         "stream": stream.stream_throughput,  # CRYPTO_PIPELINES_STREAM_BENCH_S=20 per rate
+        # 10 minutes, 200 symbols on four venues; CRYPTO_PIPELINES_STREAM_SOAK_S=60 to try it
+        "stream_soak": stream_soak.stream_soak,
         "api": api.api_throughput,  # CRYPTO_PIPELINES_API_BENCH_S=10 per database
         "soak": soak.soak,  # 5 minutes; CRYPTO_PIPELINES_SOAK_S=60 for a quick run
     }

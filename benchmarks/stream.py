@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -44,10 +45,15 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchmarks.common import Result, ServerProcess
+
+if TYPE_CHECKING:
+    from crypto_pipelines.storage.store import MarketStore
+    from crypto_pipelines.stream import StreamSettings
 
 T0 = 1_704_067_200_000
 RATES = (2_000, 10_000, 20_000)  # offered trades/s
@@ -73,20 +79,27 @@ def _say(message: str) -> None:
     sys.stderr.flush()
 
 
-def _tape(root: Path, symbols: int, spacing_ms: float, seconds: float) -> dict[str, list[int]]:
-    """Write the tape; per symbol, the trades' times in id order (id = index + 1)."""
+def _symbol_tape(
+    root: Path, exchange: str, name: str, k: int, spacing_ms: float, seconds: float
+) -> list[int]:
+    """Write one symbol's trades (the ``k``-th symbol of the tape: its times are offset by
+    ``k % 7`` ms) and a candle; the trades' times in id order (id = index + 1)."""
     from crypto_pipelines.replay.tape.writer import write_ohlcv, write_trades
 
     n = int(seconds * 1000 / spacing_ms) + 200
-    times: dict[str, list[int]] = {}
-    for k in range(symbols):
-        name = f"C{k:03d}/USDT"
-        ts = [T0 + int(i * spacing_ms) + k % 7 for i in range(n)]
-        rows = [(t, i + 1, "buy" if i % 2 else "sell", "1.5", "2") for i, t in enumerate(ts)]
-        write_trades(root, "binance", name, rows)
-        write_ohlcv(root, "binance", name, "1m", [(T0, "1.5", "1.5", "1.5", "1.5", "1")])
-        times[name] = ts
-    return times
+    ts = [T0 + int(i * spacing_ms) + k % 7 for i in range(n)]
+    rows = ((t, i + 1, "buy" if i % 2 else "sell", "1.5", "2") for i, t in enumerate(ts))
+    write_trades(root, exchange, name, rows)
+    write_ohlcv(root, exchange, name, "1m", [(T0, "1.5", "1.5", "1.5", "1.5", "1")])
+    return ts
+
+
+def _tape(root: Path, symbols: int, spacing_ms: float, seconds: float) -> dict[str, list[int]]:
+    """Write the tape; per symbol, the trades' times in id order (id = index + 1)."""
+    return {
+        name: _symbol_tape(root, "binance", name, k, spacing_ms, seconds)
+        for k, name in ((k, f"C{k:03d}/USDT") for k in range(symbols))
+    }
 
 
 # --- the child: the stream service itself --------------------------------------------------
@@ -106,29 +119,64 @@ def _replay_now(url: str) -> int:
         return int(json.loads(r.read())["serverTime"])
 
 
-def _replay_sent(url: str) -> int:
+TRADE_CHANNELS = ("ws:trade", "ws:aggTrade", "ws:trades", "ws:publicTrade", "ws:matches")
+"""The replay's trade channels: Binance's ``trade`` or ``aggTrade`` (as the venue's stream
+options ask), OKX's ``trades``, Bybit's ``publicTrade``, Coinbase Exchange's ``matches``."""
+
+
+def _replay_sent_by_venue(url: str) -> dict[str, int]:
+    """Trade messages the replay exchange sent, per venue (a message may hold many trades)."""
     with urllib.request.urlopen(f"{url}/_replay/stats", timeout=5) as r:
-        counts = json.loads(r.read())["exchanges"].get("binance", {})
-    return sum(  # ``ws:aggTrade`` or ``ws:trade``, as the venue's stream options ask
-        int(c.get("ws_messages", 0))
-        for channel, c in counts.items()
-        if channel in ("ws:trade", "ws:aggTrade")
+        exchanges = json.loads(r.read())["exchanges"]
+    return {
+        venue: sum(
+            int(c.get("ws_messages", 0))
+            for channel, c in counts.items()
+            if channel in TRADE_CHANNELS
+        )
+        for venue, counts in exchanges.items()
+    }
+
+
+def _replay_sent(url: str) -> int:
+    return _replay_sent_by_venue(url).get("binance", 0)
+
+
+def _settings() -> StreamSettings:
+    """The stream's settings in the benchmarks: no REST catch-up (every stored trade came
+    over the WebSocket), short flushes."""
+    from crypto_pipelines.stream import StreamSettings
+
+    return StreamSettings(
+        catch_up=False,
+        watchdog_s=10,
+        flush_ms=50,
+        flush_rows=20_000,
+        flush_inline=_inline(),
     )
+
+
+def _stored_ids(store: MarketStore) -> dict[str, dict[str, list[int]]]:
+    """Per exchange and symbol: the lowest and highest stored trade id, the rows and the
+    distinct ids."""
+    with store.engine.connect() as connection:
+        per_symbol = connection.exec_driver_sql(
+            "SELECT exchange, symbol, MIN(CAST(trade_id AS INTEGER)), "
+            "MAX(CAST(trade_id AS INTEGER)), COUNT(*), COUNT(DISTINCT trade_id) "
+            "FROM trades GROUP BY exchange, symbol"
+        ).all()
+    ids: dict[str, dict[str, list[int]]] = {}
+    for r in per_symbol:
+        ids.setdefault(str(r[0]), {})[str(r[1])] = [int(r[2]), int(r[3]), int(r[4]), int(r[5])]
+    return ids
 
 
 async def _child_run(url: str, db: Path, names: list[str], seconds: float) -> None:
     from crypto_pipelines.storage.store import MarketStore
-    from crypto_pipelines.stream import StreamService, StreamSettings
+    from crypto_pipelines.stream import StreamService
 
     with MarketStore.open(f"sqlite:///{db}") as store:
-        settings = StreamSettings(
-            catch_up=False,
-            watchdog_s=10,
-            flush_ms=50,
-            flush_rows=20_000,
-            flush_inline=_inline(),
-        )
-        service = StreamService({"binance": names}, store, settings=settings, replay_url=url)
+        service = StreamService({"binance": names}, store, settings=_settings(), replay_url=url)
         stats = service.stats
         stop = asyncio.Event()
         at_stop: dict[str, Any] = {}
@@ -168,12 +216,7 @@ async def _child_run(url: str, db: Path, names: list[str], seconds: float) -> No
         result = await service.run(stop)
         elapsed = time.monotonic() - t0
         reporter.cancel()
-        with store.engine.connect() as connection:
-            per_symbol = connection.exec_driver_sql(
-                "SELECT symbol, MIN(CAST(trade_id AS INTEGER)), MAX(CAST(trade_id AS INTEGER)), "
-                "COUNT(*), COUNT(DISTINCT trade_id) FROM trades GROUP BY symbol"
-            ).all()
-        ids = {str(r[0]): [int(r[1]), int(r[2]), int(r[3]), int(r[4])] for r in per_symbol}
+        ids = _stored_ids(store).get("binance", {})
     _emit("done", stats=result.as_json(), elapsed=elapsed, at_stop=at_stop, ids=ids)
 
 
@@ -218,11 +261,13 @@ def _cpu_s(pid: int) -> float | None:
 
 
 def _check(
-    times: dict[str, list[int]], ids: dict[str, list[int]], clock_ms: int | None
+    times: Mapping[str, Sequence[int]], ids: Mapping[str, list[int]], clock_ms: int | None
 ) -> dict[str, Any]:
     """Holes and duplicates among the stored ids, and how many trades the clock had released
-    (from the first stored of each symbol on) that were not stored at the stop."""
+    (from the first stored of each symbol on) that were not stored at the stop; in total and
+    for the symbol furthest behind (``worst_behind``, ``worst``)."""
     holes = dups = stored = released = symbols = 0
+    worst, worst_behind = "", 0
     for name, ts in times.items():
         low, high, count, distinct = ids.get(name, [0, -1, 0, 0])
         stored += count
@@ -231,14 +276,62 @@ def _check(
             symbols += 1
             holes += (high - low + 1) - distinct
         if clock_ms is not None and count:
-            released += bisect.bisect_right(ts, clock_ms) - (low - 1)
+            out = bisect.bisect_right(ts, clock_ms) - (low - 1)
+            released += out
+            if not worst or out - count > worst_behind:
+                worst, worst_behind = name, out - count
     return {
         "stored": stored,
         "holes": holes,
         "duplicates": dups,
         "released": released if clock_ms is not None else None,
         "symbols": symbols,
+        "worst_behind": worst_behind if clock_ms is not None else None,
+        "worst": worst,
     }
+
+
+def _pinned(cmd: list[str], core: int = 1) -> list[str]:
+    """``cmd`` run on one core (``taskset`` execs it: the process id stays the command's)."""
+    if hasattr(os, "sched_setaffinity") and shutil.which("taskset"):
+        return ["taskset", "-c", str(core), *cmd]
+    return cmd
+
+
+def _run_bounded(
+    cmd: list[str],
+    bound: float,
+    lines: list[dict[str, Any]],
+    got: dict[str, Any],
+    every_s: float = 0.0,
+    tick: Callable[[int], None] | None = None,
+) -> None:
+    """Run the child ``cmd`` (its JSON lines into ``lines``) for at most ``bound`` seconds,
+    calling ``tick(pid)`` every ``every_s`` while it runs; a child still running at the bound
+    is dumped (``got["dump"]``) and killed (``got["timed_out"]``)."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    reader = threading.Thread(target=_read_lines, args=(proc, lines), daemon=True)
+    reader.start()
+    start = time.monotonic()
+    deadline = start + bound
+    next_tick = start + every_s if tick is not None and every_s > 0 else math.inf
+    while True:
+        now = time.monotonic()
+        try:
+            proc.wait(timeout=max(min(deadline, next_tick) - now, 0.0))
+            break
+        except subprocess.TimeoutExpired:
+            if time.monotonic() >= deadline:
+                got["timed_out"] = True
+                got["dump"] = _pyspy_dump(proc.pid)
+                proc.kill()
+                proc.wait()
+                break
+            if tick is not None:
+                tick(proc.pid)
+            next_tick += every_s
+    reader.join(timeout=5)
+    got["returncode"] = proc.returncode
 
 
 def _one_rate(rate: int, seconds: float) -> dict[str, Any]:
@@ -251,27 +344,14 @@ def _one_rate(rate: int, seconds: float) -> dict[str, Any]:
         names_file.write_text(json.dumps(list(times)))
         server = ServerProcess(root / "tape", "--now", str(START_MS), "--speed", "1")
         cmd = [sys.executable, "-m", "benchmarks.stream", server.url, str(root / "m.db")]
-        cmd += [str(names_file), str(seconds)]
-        if hasattr(os, "sched_setaffinity") and shutil.which("taskset"):
-            cmd = ["taskset", "-c", "1", *cmd]
+        cmd = _pinned([*cmd, str(names_file), str(seconds)])
         lines: list[dict[str, Any]] = []
         got: dict[str, Any] = {"rate": rate, "seconds": seconds, "bound_s": bound}
         got["writer"] = "inline" if _inline() else "thread"
         got["loadavg_before"] = os.getloadavg()
         server_cpu, wall = _cpu_s(server.proc.pid), time.monotonic()
         try:
-            proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
-            reader = threading.Thread(target=_read_lines, args=(proc, lines), daemon=True)
-            reader.start()
-            try:
-                proc.wait(timeout=bound)
-            except subprocess.TimeoutExpired:
-                got["timed_out"] = True
-                got["dump"] = _pyspy_dump(proc.pid)
-                proc.kill()
-                proc.wait()
-            reader.join(timeout=5)
-            got["returncode"] = proc.returncode
+            _run_bounded(cmd, bound, lines, got)
             got["server_sent"] = _replay_sent(server.url)
             after = _cpu_s(server.proc.pid)
             if server_cpu is not None and after is not None:
@@ -292,8 +372,11 @@ def _one_rate(rate: int, seconds: float) -> dict[str, Any]:
     return got
 
 
-def _summary(rate: int, got: dict[str, Any]) -> dict[str, Any]:
-    """The figures of one rate: achieved rate, steady rate, p99, loss, how far behind."""
+def _summary(
+    rate: int, got: dict[str, Any], symbols: int = SYMBOLS, warmup_s: float = WARMUP_S
+) -> dict[str, Any]:
+    """The figures of one rate: achieved rate, steady rate (after ``warmup_s``), p99, loss,
+    how far behind (``got["check"]``: ``_check``'s figures, of all ``symbols``)."""
     stats = got.get("stats")
     if stats is None:  # never finished
         last = got.get("last_progress") or {}
@@ -308,7 +391,7 @@ def _summary(rate: int, got: dict[str, Any]) -> dict[str, Any]:
             "how_far": last,
         }
     achieved = float(stats["rows_written"]) / float(got["elapsed"])
-    steady = [p for p in got["progress"] if not p["stopping"] and p["elapsed"] >= 2.0]
+    steady = [p for p in got["progress"] if not p["stopping"] and p["elapsed"] >= warmup_s]
     steady_rate = stream_cpu = None
     at_stop = got.get("at_stop") or {}
     if len(steady) >= 2:
@@ -329,7 +412,7 @@ def _summary(rate: int, got: dict[str, Any]) -> dict[str, Any]:
         check["holes"] == 0
         and check["duplicates"] == 0
         and stats["rows_rejected"] == 0
-        and check["symbols"] == SYMBOLS
+        and check["symbols"] == symbols
         and stats["rows_written"] == sum(stats["rows_received"].values())
         and behind_ms is not None
         and behind_ms <= BEHIND_OK_MS
