@@ -82,6 +82,7 @@ def run(
                 replay_url=replay_url,
                 redis_url=redis_url_from_env(),
             )
+            service.stats.track_partitions = False  # nothing here reports partitions
             stats = await service.run(stop)
         return stats.as_json()
 

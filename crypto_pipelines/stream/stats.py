@@ -47,6 +47,9 @@ class StreamStats:
     """Rows committed since the last ``drain_touched``, per (dataset, exchange, symbol,
     timeframe, UTC day start): ``[rows, newest ts]``; what the Dagster layer reports as
     materializations of the stream-fed partitions."""
+    track_partitions: bool = True
+    """Whether ``touched`` is kept: only a consumer that drains it wants it (the Dagster job);
+    without one (the CLI) it would keep an entry per series and day for as long as it runs."""
 
     def message(self, exchange: str, channel: str, rows: int) -> None:
         key = f"{exchange}:{channel}"
@@ -61,6 +64,8 @@ class StreamStats:
         self.lags_s.extend(lags_s)
 
     def touch(self, key: tuple[str, str, str, str, int], rows: int, newest_ts: int) -> None:
+        if not self.track_partitions:
+            return
         found = self.touched.setdefault(key, [0, newest_ts])
         found[0] += rows
         found[1] = max(found[1], newest_ts)
