@@ -92,3 +92,77 @@ def test_a_failure_that_retrying_cannot_change_is_not_retried(
     assert not result.success
     kinds = [event.event_type_value for event in result.all_events]
     assert "STEP_UP_FOR_RETRY" not in kinds and "STEP_FAILURE" in kinds
+
+
+TRADES = dg.AssetKey(["okx", "trades"])
+
+
+def _fail_after_each_commit(
+    server: ReplayServer, db: Path, cycles: int, done: threading.Event
+) -> threading.Thread:
+    """``cycles`` times: once the run has committed rows it had not before, refuse every
+    request until one request's six attempts are spent, then heal. Each failing attempt has
+    made progress first."""
+
+    def stored() -> int:
+        if not db.exists():
+            return 0
+        with MarketStore.open(f"sqlite:///{db}") as store:
+            return store.count("trades")
+
+    def watch() -> None:
+        last = 0
+        deadline = time.monotonic() + 240
+        for _ in range(cycles):
+            while time.monotonic() < deadline and not done.is_set() and stored() <= last:
+                time.sleep(0.05)
+            before = server.app.stats.snapshot()["totals"]["server_errors"]
+            server.set_faults(FaultConfig(server_error=1.0))
+            while (
+                time.monotonic() < deadline
+                and not done.is_set()
+                and server.app.stats.snapshot()["totals"]["server_errors"] < before + 6
+            ):
+                time.sleep(0.02)
+            server.set_faults(FaultConfig())
+            last = stored()
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_attempts_that_commit_rows_keep_being_retried(
+    replay_world: ReplayWorld, tmp_path: Path
+) -> None:
+    """Five exhausted requests in one run, more than ``STEP_RETRIES``, each after the attempt
+    had committed rows: the run completes, exactly, where a fixed count failed it."""
+    db = tmp_path / "market.db"
+    partitions = [f"2024-01-0{d}|BTC/USDT" for d in (1, 2, 3)]
+    done = threading.Event()
+    clock = ReplayClock(start_ms=START_MS + (DAYS + 1) * DAY_MS, speed=0)
+    with ReplayServer(replay_world.tape, clock=clock) as server:
+        breaker = _fail_after_each_commit(server, db, cycles=STEP_RETRIES + 2, done=done)
+        with dg.instance_for_test() as instance:
+            sync_symbol_partitions(instance, replay_world.universe)
+            result = dg.materialize(
+                [asset_of(replay_world.universe, TRADES)],
+                instance=instance,
+                resources=resources(server, f"sqlite:///{db}"),
+                tags={
+                    "dagster/asset_partition_range_start": partitions[0],
+                    "dagster/asset_partition_range_end": partitions[-1],
+                },
+                raise_on_error=False,
+            )
+        done.set()
+        breaker.join(timeout=5)
+    assert result.success
+    kinds = [event.event_type_value for event in result.all_events]
+    assert kinds.count("STEP_UP_FOR_RETRY") == STEP_RETRIES + 2
+    with MarketStore.open(f"sqlite:///{db}") as store:
+        stored = store.read("trades", exchange="okx", symbol="BTC/USDT")
+    tape = replay_world.tape.exchanges["okx"].symbols["BTC/USDT"].trades
+    assert tape is not None
+    expected = [str(fields[1]) for fields in tape.file.fields(0, len(tape.file))]
+    assert sorted(stored["trade_id"].astype(str)) == sorted(expected)

@@ -99,7 +99,12 @@ def market_asset(
         exchanges: ExchangesResource,
         market_store: MarketStoreResource,
     ) -> dg.MaterializeResult:
-        with retry_transient(context):
+        tallies: list[PartitionTally] = []
+
+        def committed() -> int:
+            return sum(f.fetched for tally in tallies for f in tally.figures)
+
+        with retry_transient(context, progress=committed):
             client = exchanges.client(exchange)
             venue = get_venue(exchange)
             store = market_store.store()
@@ -121,6 +126,7 @@ def market_asset(
                     continue
                 series = spec.series(exchange, span.symbol, timeframe)
                 tally = PartitionTally(store, span, monthly=monthly)
+                tallies.append(tally)
                 report = load_series(
                     client,
                     venue,
