@@ -10,9 +10,11 @@ contract-breaking answer, a bad configuration, a database error) fails at once: 
 would not change it.
 
 How many times: an attempt that committed rows before failing has moved the range forward,
-so it is retried (after ``RETRY_BASE_S``) up to ``STEP_RETRIES_MAX`` attempts in all; one that
-committed nothing is retried only while the step has made fewer than ``STEP_RETRIES`` retries,
-with growing waits. A fixed count alone made long ranges hopeless on a flaky venue: under 30%
+so it is retried (after ``RETRY_BASE_S``) up to ``STEP_RETRIES_MAX`` attempts in all; attempts
+that commit nothing are retried ``STEP_RETRIES`` times in a row, with growing waits, and the
+next one gives up. Dagster keeps no state of ours across a step's attempts, so the streak is
+read back from the step's own retry warnings in the run's log (each says whether its attempt
+committed rows). A fixed count alone made long ranges hopeless on a flaky venue: under 30%
 5xx and 20% 429 one request in ~60 exhausts its six attempts, so a four-day OKX trades range
 (hundreds of requests) met its fourth such request before the end and failed, every time,
 however much each attempt had stored.
@@ -53,15 +55,36 @@ def retry_transient(
     except TRANSIENT as exc:
         attempt = context.retry_number
         committed = progress() if progress is not None else 0
+        marker = _marker(context, committed > 0)
         if committed > 0:
-            limit, wait = STEP_RETRIES_MAX, RETRY_BASE_S
+            allowed, wait = attempt < STEP_RETRIES_MAX, RETRY_BASE_S
         else:
-            limit, wait = STEP_RETRIES, retry_wait_s(attempt)
-        if attempt >= limit:
+            streak = _streak_without_progress(context) if attempt else 0
+            allowed = streak < STEP_RETRIES and attempt < STEP_RETRIES_MAX
+            wait = retry_wait_s(streak)
+        if not allowed:
             raise
         context.log.warning(
             f"transient exchange failure ({type(exc).__name__}: {exc}) after {committed} rows "
-            f"committed by this attempt; the step runs again in {wait:g} s (retry {attempt + 1}"
-            f" of at most {limit}) and resumes from coverage"
+            f"committed by this attempt; the step runs again in {wait:g} s (retry {attempt + 1})"
+            f" and resumes from coverage {marker}"
         )
         raise dg.RetryRequested(max_retries=attempt + 1, seconds_to_wait=wait) from exc
+
+
+def _marker(context: dg.AssetExecutionContext, progressed: bool) -> str:
+    what = "progress" if progressed else "no-progress"
+    return f"[retry:{context.asset_key.to_user_string()}:{what}]"
+
+
+def _streak_without_progress(context: dg.AssetExecutionContext) -> int:
+    """How many of this step's attempts in a row, up to the last one, committed nothing."""
+    key = context.asset_key.to_user_string()
+    streak = 0
+    for entry in context.instance.all_logs(context.run_id):
+        message = entry.user_message or ""
+        if f"[retry:{key}:progress]" in message:
+            streak = 0
+        elif f"[retry:{key}:no-progress]" in message:
+            streak += 1
+    return streak

@@ -166,3 +166,22 @@ def test_attempts_that_commit_rows_keep_being_retried(
     assert tape is not None
     expected = [str(fields[1]) for fields in tape.file.fields(0, len(tape.file))]
     assert sorted(stored["trade_id"].astype(str)) == sorted(expected)
+
+
+def test_attempts_that_commit_nothing_give_up_after_three_retries(
+    replay_world: ReplayWorld, failing: ReplayServer, tmp_path: Path
+) -> None:
+    """An exchange that answers nothing: three retries in a row that commit nothing (the
+    streak read back from the run's log), then the step fails."""
+    with dg.instance_for_test() as instance:
+        sync_symbol_partitions(instance, replay_world.universe)
+        result = dg.materialize(
+            [asset_of(replay_world.universe, OHLCV)],
+            instance=instance,
+            resources=resources(failing, f"sqlite:///{tmp_path / 'm.db'}"),
+            partition_key=JAN,
+            raise_on_error=False,
+        )
+    assert not result.success
+    kinds = [event.event_type_value for event in result.all_events]
+    assert kinds.count("STEP_UP_FOR_RETRY") == STEP_RETRIES and "STEP_FAILURE" in kinds
